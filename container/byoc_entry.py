@@ -1,0 +1,422 @@
+"""The byoc-executor entry script: runs one Covalent electron inside a Braket or SageMaker job.
+
+This one file is what the container image starts, what the local emulator starts, and what the
+tests call; the client imports its constants, so names and paths are defined only here. It needs
+the standard library at import time, and cloudpickle (plus whatever the task imports) to run a task.
+
+How it is started
+    SageMaker training job:  ``docker run IMAGE train`` -> ``python byoc_entry.py train``
+    Braket hybrid job:       the image's ``SAGEMAKER_PROGRAM`` (this file), with ``AMZN_BRAKET_*``
+                             set. The job's source archive (``AMZN_BRAKET_SCRIPT_S3_URI``) holds a
+                             copy of this file; its entry point must be ``byoc_entry:run_job``.
+    Local mode and tests:    the same, with ``BYOC_ML_ROOT`` moving the ``/opt/ml`` tree.
+
+What it reads
+    <input dir>/payload/task.byoc   the task envelope, copied in by the service from the job's
+                                    "payload" input channel (SageMaker: /opt/ml/input/data,
+                                    Braket: $AMZN_BRAKET_INPUT_DIR)
+    hyperparameters.json            SageMaker: /opt/ml/input/config/; Braket: $AMZN_BRAKET_HP_FILE.
+                                    Keys: byoc_protocol, byoc_payload_sha256 (the digest the
+                                    envelope's body must have), byoc_environment (JSON object of
+                                    environment variables for the task; Braket has no other way)
+
+What it writes
+    <results dir>/result.byoc       the result envelope: the return value, or the exception's
+                                    type, message and traceback (SageMaker: /opt/ml/model,
+                                    Braket: $AMZN_BRAKET_JOB_RESULTS_DIR; the service tars it)
+    <results dir>/stdout.txt, stderr.txt   what the task printed (also echoed to the job's logs)
+    /opt/ml/output/failure          a one-line summary (at most 1,024 characters) on any error
+
+Exit codes
+    0  the task returned; result.byoc holds the value
+    1  the task raised; result.byoc holds the exception
+    2  setup failed before the task ran (payload missing or corrupt, version mismatch, bad
+       contract); the failure file says why
+    3  the task ran but its result could not be written (e.g. it cannot be pickled)
+
+The envelope (payload and result alike)
+    b"BYOC" | u8 format version | u32 big-endian header length | header (UTF-8 JSON) | body
+    The header records the protocol version, the writer's Python/cloudpickle/covalent versions,
+    the body's length and SHA-256. Readers check all of them before unpickling the body.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import struct
+import sys
+import tarfile
+import tempfile
+import traceback
+from pathlib import Path
+from typing import IO, Any, BinaryIO, Callable
+
+PROTOCOL_VERSION = 1
+
+# --- file names and channels -------------------------------------------------------------------
+PAYLOAD_CHANNEL = "payload"
+PAYLOAD_FILE = "task.byoc"
+RESULT_FILE = "result.byoc"
+STDOUT_FILE = "stdout.txt"
+STDERR_FILE = "stderr.txt"
+SOURCE_ARCHIVE = "source.tar.gz"
+ENTRY_MODULE = "byoc_entry"
+BRAKET_ENTRY_POINT = f"{ENTRY_MODULE}:run_job"
+
+# --- hyperparameter keys (both services pass hyperparameters as a JSON file of strings) ----------
+HP_PROTOCOL = "byoc_protocol"
+HP_PAYLOAD_SHA256 = "byoc_payload_sha256"
+HP_ENVIRONMENT = "byoc_environment"
+
+# --- environment ---------------------------------------------------------------------------------
+ENV_ML_ROOT = "BYOC_ML_ROOT"  # moves /opt/ml (local mode, tests)
+DEFAULT_ML_ROOT = "/opt/ml"
+# Braket's contract (set by the service in the container).
+ENV_BRAKET_JOB_NAME = "AMZN_BRAKET_JOB_NAME"
+ENV_BRAKET_DEVICE_ARN = "AMZN_BRAKET_DEVICE_ARN"
+ENV_BRAKET_SCRIPT_S3_URI = "AMZN_BRAKET_SCRIPT_S3_URI"
+ENV_BRAKET_SCRIPT_ENTRY_POINT = "AMZN_BRAKET_SCRIPT_ENTRY_POINT"
+ENV_BRAKET_SCRIPT_COMPRESSION_TYPE = "AMZN_BRAKET_SCRIPT_COMPRESSION_TYPE"
+ENV_BRAKET_JOB_RESULTS_DIR = "AMZN_BRAKET_JOB_RESULTS_DIR"
+ENV_BRAKET_CHECKPOINT_DIR = "AMZN_BRAKET_CHECKPOINT_DIR"
+ENV_BRAKET_HP_FILE = "AMZN_BRAKET_HP_FILE"
+ENV_BRAKET_INPUT_DIR = "AMZN_BRAKET_INPUT_DIR"
+ENV_BRAKET_OUT_S3_BUCKET = "AMZN_BRAKET_OUT_S3_BUCKET"
+ENV_BRAKET_TASK_RESULTS_S3_URI = "AMZN_BRAKET_TASK_RESULTS_S3_URI"
+ENV_BRAKET_JOB_RESULTS_S3_PATH = "AMZN_BRAKET_JOB_RESULTS_S3_PATH"
+ENV_BRAKET_JOB_TOKEN = "AMZN_BRAKET_JOB_TOKEN"
+
+# --- exit codes ----------------------------------------------------------------------------------
+EXIT_OK = 0
+EXIT_TASK_RAISED = 1
+EXIT_SETUP_FAILED = 2
+EXIT_RESULT_FAILED = 3
+
+FAILURE_REASON_LIMIT = 1024  # the services keep this many characters of the failure file
+
+_MAGIC = b"BYOC"
+_FORMAT = 1
+_PREFIX = struct.Struct(">4sBI")
+_MAX_HEADER = 1 << 20
+_CHUNK = 1 << 20
+
+
+class ContractError(Exception):
+    """The job's environment, payload or versions do not satisfy the contract above."""
+
+
+# --- envelopes ------------------------------------------------------------------------------------
+
+
+def runtime_versions() -> dict[str, str]:
+    """The versions that must agree between the client and the job for unpickling to be safe."""
+    versions = {"python": f"{sys.version_info.major}.{sys.version_info.minor}"}
+    for name in ("cloudpickle", "covalent"):
+        versions[name] = _distribution_version(name)
+    return versions
+
+
+def _distribution_version(name: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "absent"
+
+
+def write_envelope(out: BinaryIO, body: bytes, kind: str, extra: dict | None = None) -> dict:
+    """Write ``body`` as an envelope of ``kind`` ("payload" or "result") to ``out``.
+
+    Returns:
+        The header that was written.
+    """
+    header = {
+        "protocol": PROTOCOL_VERSION,
+        "kind": kind,
+        "versions": runtime_versions(),
+        "body_length": len(body),
+        "body_sha256": hashlib.sha256(body).hexdigest(),
+    }
+    header.update(extra or {})
+    raw = json.dumps(header, sort_keys=True).encode()
+    out.write(_PREFIX.pack(_MAGIC, _FORMAT, len(raw)))
+    out.write(raw)
+    out.write(body)
+    return header
+
+
+def read_envelope(stream: IO[bytes], kind: str, expected_sha256: str | None = None) -> tuple[dict, bytes]:
+    """Read and verify an envelope; the body is returned only if every check passed.
+
+    Args:
+        stream: the envelope's bytes.
+        kind: the kind the caller expects.
+        expected_sha256: the body digest the caller was told out of band, if any. When given, a
+            body that merely matches its own header is not enough.
+
+    Raises:
+        ContractError: wrong magic or format, wrong kind or protocol, truncated, digest mismatch.
+    """
+    prefix = stream.read(_PREFIX.size)
+    if len(prefix) != _PREFIX.size:
+        raise ContractError(f"the {kind} is truncated: {len(prefix)} bytes, not even a header")
+    magic, fmt, header_len = _PREFIX.unpack(prefix)
+    if magic != _MAGIC or fmt != _FORMAT:
+        raise ContractError(f"the {kind} is not a byoc-executor envelope (magic {magic!r}, format {fmt})")
+    if header_len > _MAX_HEADER:
+        raise ContractError(f"the {kind} header claims {header_len} bytes; refusing")
+    raw = stream.read(header_len)
+    if len(raw) != header_len:
+        raise ContractError(f"the {kind} is truncated inside its header")
+    try:
+        header = json.loads(raw)
+    except ValueError as e:
+        raise ContractError(f"the {kind} header is not JSON: {e}") from e
+    if header.get("kind") != kind:
+        raise ContractError(f"expected a {kind} envelope, found {header.get('kind')!r}")
+    if header.get("protocol") != PROTOCOL_VERSION:
+        raise ContractError(
+            f"the {kind} uses protocol {header.get('protocol')}, this side speaks {PROTOCOL_VERSION}: "
+            "use the same byoc-executor version on the client and in the image"
+        )
+    body = stream.read(int(header["body_length"]) + 1)
+    if len(body) != header["body_length"]:
+        raise ContractError(
+            f"the {kind} body has {len(body)} bytes, its header says {header['body_length']}: "
+            "truncated or altered"
+        )
+    digest = hashlib.sha256(body).hexdigest()
+    if digest != header["body_sha256"]:
+        raise ContractError(f"the {kind} body does not match its digest: corrupted or altered")
+    if expected_sha256 is not None and digest != expected_sha256:
+        raise ContractError(
+            f"the {kind} body digest {digest[:16]}... is not the one the client submitted "
+            f"({expected_sha256[:16]}...): the object was replaced after submission"
+        )
+    return header, body
+
+
+def check_versions(theirs: dict[str, str], what: str) -> None:
+    """Refuse to unpickle bytes written by a different Python minor or cloudpickle/covalent version.
+
+    Raises:
+        ContractError: naming both versions and the fix.
+    """
+    ours = runtime_versions()
+    wrong = [f"{k} {theirs.get(k)} (client) vs {v} (job)" for k, v in ours.items() if theirs.get(k) != v]
+    if wrong:
+        raise ContractError(
+            f"version mismatch between the client and the job image ({what}): "
+            + "; ".join(wrong)
+            + ". Rebuild the image with matching versions (container/build_and_push.sh with "
+            "--build-arg PYTHON_VERSION / COVALENT_VERSION / CLOUDPICKLE_VERSION) or install "
+            "those versions on the client."
+        )
+
+
+# --- the job's layout -------------------------------------------------------------------------------
+
+
+class JobLayout:
+    """Where this job's inputs and outputs are, under either service's contract."""
+
+    def __init__(self, environ: dict[str, str] | None = None):
+        env = os.environ if environ is None else environ
+        self.ml_root = Path(env.get(ENV_ML_ROOT, DEFAULT_ML_ROOT))
+        self.is_braket = ENV_BRAKET_JOB_NAME in env
+        self.service = "braket" if self.is_braket else "sagemaker"
+        if self.is_braket:
+            self.input_dir = Path(env.get(ENV_BRAKET_INPUT_DIR, self.ml_root / "input" / "data"))
+            self.results_dir = Path(env.get(ENV_BRAKET_JOB_RESULTS_DIR, "/opt/braket/model"))
+            self.hp_file = Path(env.get(ENV_BRAKET_HP_FILE, self.ml_root / "input" / "config" / "hyperparameters.json"))
+        else:
+            self.input_dir = self.ml_root / "input" / "data"
+            self.results_dir = self.ml_root / "model"
+            self.hp_file = self.ml_root / "input" / "config" / "hyperparameters.json"
+        self.failure_file = self.ml_root / "output" / "failure"
+        self.payload_file = self.input_dir / PAYLOAD_CHANNEL / PAYLOAD_FILE
+
+    def hyperparameters(self) -> dict[str, str]:
+        if not self.hp_file.exists():
+            raise ContractError(f"no hyperparameters file at {self.hp_file}: the job was not submitted by byoc-executor")
+        with open(self.hp_file) as f:
+            return json.load(f)
+
+
+# --- running the task -------------------------------------------------------------------------------
+
+
+class _Tee(io.TextIOBase):
+    """Writes to the job's real stream (so the service's logs see it) and to a capture file."""
+
+    def __init__(self, real: IO[str], capture: IO[str]):
+        self._real, self._capture = real, capture
+
+    def write(self, s: str) -> int:
+        self._real.write(s)
+        self._real.flush()
+        self._capture.write(s)
+        return len(s)
+
+    def flush(self) -> None:
+        self._real.flush()
+        self._capture.flush()
+
+    def writable(self) -> bool:
+        return True
+
+
+def _qualified_name(exc: BaseException) -> str:
+    cls = type(exc)
+    module = cls.__module__
+    return cls.__qualname__ if module in ("builtins", "__main__") else f"{module}.{cls.__qualname__}"
+
+
+def _write_failure(layout: JobLayout, summary: str) -> None:
+    layout.failure_file.parent.mkdir(parents=True, exist_ok=True)
+    layout.failure_file.write_text(summary[:FAILURE_REASON_LIMIT])
+
+
+def _write_result(layout: JobLayout, outcome: dict) -> None:
+    import cloudpickle
+
+    body = cloudpickle.dumps(outcome)
+    layout.results_dir.mkdir(parents=True, exist_ok=True)
+    tmp = layout.results_dir / (RESULT_FILE + ".part")
+    with open(tmp, "wb") as f:
+        write_envelope(f, body, "result")
+    tmp.replace(layout.results_dir / RESULT_FILE)
+
+
+def _exception_outcome(exc: BaseException) -> dict:
+    import cloudpickle
+
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        pickled = cloudpickle.dumps(exc)
+    except Exception:  # an exception that cannot travel still travels as text
+        pickled = None
+    return {
+        "ok": False,
+        "exception": {"type": _qualified_name(exc), "message": str(exc), "traceback": tb, "pickled": pickled},
+    }
+
+
+def execute(layout: JobLayout) -> int:
+    """Run the job described by ``layout``: verify the payload, run the task, write the result.
+
+    Returns:
+        The exit code (see the module docstring).
+    """
+    try:
+        hp = layout.hyperparameters()
+        if str(hp.get(HP_PROTOCOL)) != str(PROTOCOL_VERSION):
+            raise ContractError(
+                f"the client speaks protocol {hp.get(HP_PROTOCOL)}, this image speaks {PROTOCOL_VERSION}: "
+                "rebuild the image from the same byoc-executor version as the client"
+            )
+        expected = hp.get(HP_PAYLOAD_SHA256)
+        if not expected:
+            raise ContractError(f"hyperparameter {HP_PAYLOAD_SHA256} is missing")
+        if not layout.payload_file.exists():
+            raise ContractError(f"the payload is missing: no {layout.payload_file} (input channel '{PAYLOAD_CHANNEL}')")
+        with open(layout.payload_file, "rb") as f:
+            header, body = read_envelope(f, "payload", expected_sha256=expected)
+        check_versions(header.get("versions", {}), "payload")
+        os.environ.update(json.loads(hp.get(HP_ENVIRONMENT) or "{}"))
+        import cloudpickle
+
+        task = cloudpickle.loads(body)
+        function, args, kwargs = task["function"], task["args"], task["kwargs"]
+    except Exception as e:
+        summary = f"byoc-executor setup failed: {type(e).__name__}: {e}"
+        print(summary, file=sys.stderr, flush=True)
+        traceback.print_exc()
+        _write_failure(layout, summary)
+        return EXIT_SETUP_FAILED
+
+    layout.results_dir.mkdir(parents=True, exist_ok=True)
+    with open(layout.results_dir / STDOUT_FILE, "w") as out, open(layout.results_dir / STDERR_FILE, "w") as err:
+        try:
+            with contextlib.redirect_stdout(_Tee(sys.stdout, out)), contextlib.redirect_stderr(_Tee(sys.stderr, err)):
+                try:
+                    value = function(*args, **kwargs)
+                    outcome: dict[str, Any] = {"ok": True, "value": value}
+                except BaseException as e:  # the task's own failure, SystemExit included, is data
+                    traceback.print_exc()
+                    outcome = _exception_outcome(e)
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+    try:
+        _write_result(layout, outcome)
+    except Exception as e:
+        summary = f"byoc-executor could not write the result: {type(e).__name__}: {e}"
+        print(summary, file=sys.stderr, flush=True)
+        _write_failure(layout, summary)
+        return EXIT_RESULT_FAILED
+    if not outcome["ok"]:
+        exc = outcome["exception"]
+        _write_failure(layout, f"{exc['type']}: {exc['message']}")
+        return EXIT_TASK_RAISED
+    return EXIT_OK
+
+
+def run_job() -> None:
+    """Braket entry point (``byoc_entry:run_job``): run the task and exit with its code."""
+    sys.exit(execute(JobLayout()))
+
+
+def _fetch_braket_source(layout: JobLayout) -> Callable[[], None]:
+    """Download and unpack the job's source archive and return its entry point.
+
+    Braket's contract: the job names a source archive and an entry point (``module:function``);
+    the container fetches and runs it. byoc-executor's archive holds this very file.
+    """
+    import boto3  # only the Braket path needs S3 from inside the job
+
+    uri = os.environ[ENV_BRAKET_SCRIPT_S3_URI]
+    entry = os.environ.get(ENV_BRAKET_SCRIPT_ENTRY_POINT, BRAKET_ENTRY_POINT)
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    code_dir = Path(tempfile.mkdtemp(prefix="byoc-code-"))
+    archive = code_dir / SOURCE_ARCHIVE
+    boto3.client("s3").download_file(bucket, key, str(archive))
+    with tarfile.open(archive) as tar:
+        if hasattr(tarfile, "data_filter"):  # refuses absolute paths and links out of code_dir
+            tar.extractall(code_dir, filter="data")
+        else:  # Python before 3.10.12 / 3.11.4
+            tar.extractall(code_dir)
+    sys.path.insert(0, str(code_dir))
+    module_name, _, func_name = entry.partition(":")
+    import importlib
+
+    module = importlib.import_module(module_name)
+    return getattr(module, func_name or "main")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Start a job under whichever contract the environment describes. Returns the exit code."""
+    layout = JobLayout()
+    if layout.is_braket and ENV_BRAKET_SCRIPT_S3_URI in os.environ:
+        try:
+            entry = _fetch_braket_source(layout)
+        except Exception as e:
+            summary = f"byoc-executor setup failed: cannot load the job's source archive: {type(e).__name__}: {e}"
+            print(summary, file=sys.stderr, flush=True)
+            _write_failure(layout, summary)
+            return EXIT_SETUP_FAILED
+        try:
+            entry()
+        except SystemExit as e:
+            return int(e.code or 0)
+        return EXIT_OK
+    return execute(layout)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
