@@ -1,0 +1,143 @@
+"""Long-lived aiobotocore clients, shared by every task of one AWS configuration.
+
+One session and one client per (service, region, profile, credentials file, endpoint) and event
+loop, created lazily under a lock and closed by ``close_clients()``. Retries live here and only
+here: botocore's "standard" retry mode with a bounded number of attempts (throttling and 5xx are
+retried with backoff by botocore itself); nothing in this package loops around it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+from aiobotocore.config import AioConfig
+from aiobotocore.session import AioSession
+
+from byoc_executor.errors import ConfigurationError, CredentialsError
+from byoc_executor.settings import Settings
+
+# Dummy keys for a loopback endpoint when nothing else is configured: the emulator accepts any.
+LOCAL_ACCESS_KEY = "byoc-local"
+LOCAL_SECRET_KEY = "byoc-local-secret"
+LOCAL_DEFAULT_REGION = "us-east-1"
+
+RETRY_ATTEMPTS = 8
+
+
+@dataclass(frozen=True)
+class AWSTarget:
+    """The part of the settings that decides which client to use."""
+
+    region: str
+    profile: str
+    credentials_file: str
+    endpoint_url: str
+    local: bool
+
+    @classmethod
+    def of(cls, settings: Settings) -> AWSTarget:
+        return cls(settings.region, settings.profile, settings.credentials_file, settings.endpoint_url, settings.is_local_endpoint)
+
+
+def _client_config(service: str, target: AWSTarget) -> AioConfig:
+    s3 = {"addressing_style": "path"} if target.endpoint_url else {}
+    return AioConfig(
+        retries={"mode": "standard", "total_max_attempts": RETRY_ATTEMPTS},
+        connect_timeout=10,
+        read_timeout=60,
+        max_pool_connections=64,
+        s3=s3 or None,
+    )
+
+
+class ClientPool:
+    """The clients of one event loop."""
+
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+        self._stack = contextlib.AsyncExitStack()
+        self._sessions: dict[AWSTarget, tuple[AioSession, str, dict[str, str]]] = {}
+        self._clients: dict[tuple[str, AWSTarget], Any] = {}
+
+    async def _session(self, target: AWSTarget) -> tuple[AioSession, str, dict[str, str]]:
+        if target in self._sessions:
+            return self._sessions[target]
+        session = AioSession(profile=target.profile or None)
+        if target.credentials_file:
+            session.set_config_variable("credentials_file", target.credentials_file)
+        resolver = session.get_component("credential_provider")
+        if target.local:
+            # A loopback endpoint never wants instance or container credentials, and asking the
+            # metadata service from a machine that has none costs seconds per call.
+            for provider in ("iam-role", "container-role"):
+                with contextlib.suppress(ValueError):
+                    resolver.remove(provider)
+        credentials = await session.get_credentials()
+        keys: dict[str, str] = {}
+        if credentials is None:
+            if not target.local:
+                raise CredentialsError(
+                    "no AWS credentials found: configure a profile (aws configure), set "
+                    "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or pass profile=/credentials_file= "
+                    "to the executor"
+                )
+            keys = {"aws_access_key_id": LOCAL_ACCESS_KEY, "aws_secret_access_key": LOCAL_SECRET_KEY}
+        region = target.region or session.get_config_variable("region") or ""
+        if not region:
+            if not target.local:
+                raise ConfigurationError("region", "is not set and no profile names one", "pass region=... (e.g. us-east-1)")
+            region = LOCAL_DEFAULT_REGION
+        self._sessions[target] = (session, region, keys)
+        return self._sessions[target]
+
+    async def client(self, service: str, target: AWSTarget) -> Any:
+        """The shared client of ``service`` ("s3", "braket", "sagemaker", "logs", "sts") for ``target``."""
+        key = (service, target)
+        client = self._clients.get(key)
+        if client is not None:
+            return client
+        async with self._lock:
+            if key not in self._clients:
+                session, region, keys = await self._session(target)
+                creator = session.create_client(
+                    service,
+                    region_name=region,
+                    endpoint_url=target.endpoint_url or None,
+                    config=_client_config(service, target),
+                    **keys,
+                )
+                self._clients[key] = await self._stack.enter_async_context(creator)
+            return self._clients[key]
+
+    async def region(self, target: AWSTarget) -> str:
+        return (await self._session(target))[1]
+
+    async def close(self) -> None:
+        async with self._lock:
+            self._clients.clear()
+            self._sessions.clear()
+            await self._stack.aclose()
+            self._stack = contextlib.AsyncExitStack()
+
+
+_pools: dict[asyncio.AbstractEventLoop, ClientPool] = {}
+
+
+def pool() -> ClientPool:
+    """The client pool of the running event loop."""
+    loop = asyncio.get_running_loop()
+    for stale in [other for other in _pools if other.is_closed()]:
+        del _pools[stale]
+    if loop not in _pools:
+        _pools[loop] = ClientPool()
+    return _pools[loop]
+
+
+async def close_clients() -> None:
+    """Close every client of the running loop (tests and scripts; the server keeps them open)."""
+    loop = asyncio.get_running_loop()
+    if loop in _pools:
+        await _pools.pop(loop).close()

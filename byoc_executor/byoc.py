@@ -1,0 +1,285 @@
+"""The Covalent plugin: ``BYOCExecutor`` runs each electron as one Braket hybrid job or SageMaker training job.
+
+Covalent finds this module through the ``covalent.executor.executor_plugins`` entry point; its
+last dotted name, ``byoc``, is the executor's short name and the ``[executors.byoc]`` section of
+covalent.conf. Every key of that section is a constructor argument (see ``settings.py``).
+
+The flow of one electron (``run``): check the settings, pickle the task, upload it, submit one
+job, record its handle, follow it to a terminal state, download and verify the result, return it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import os
+import random
+import tarfile
+import tempfile
+from functools import lru_cache
+from typing import Any, Callable
+
+from covalent._shared_files.config import get_config
+from covalent._shared_files.exceptions import TaskCancelledError, TaskRuntimeError
+from covalent.executor.base import AsyncBaseExecutor
+
+from byoc_executor import aws, codec, storage
+from byoc_executor.container import byoc_entry as contract
+from byoc_executor.errors import BYOCError, ResourceNotFoundError, ResultError
+from byoc_executor.services import JobService, JobState, JobStatus, StagedTask, stage
+from byoc_executor.services.braket import BraketJobs, create_job_request
+from byoc_executor.services.sagemaker import SageMakerTrainingJobs, create_training_job_request
+from byoc_executor.settings import SETTING_NAMES, Settings, defaults
+
+EXECUTOR_PLUGIN_NAME = "BYOCExecutor"
+_EXECUTOR_PLUGIN_DEFAULTS = defaults()
+
+log = logging.getLogger(__name__)
+
+FIRST_POLL = 0.25  # seconds; polling backs off from here to poll_freq
+POLL_BACKOFF = 1.5
+QUEUE_ALLOWANCE = 24 * 3600  # how long past max_runtime a job may sit queued before we give up
+CANCEL_WAIT = 300  # how long to follow a cancelled job to its end
+LOG_TAIL_LINES = 40
+
+
+class BYOCExecutor(AsyncBaseExecutor):
+    """Run an electron as an AWS Braket hybrid job or a SageMaker training job on your own image.
+
+    Every setting may be given here or in the ``[executors.byoc]`` section of covalent.conf; an
+    argument left out (None) takes the config value, then the built-in default. The README's
+    configuration table lists them all. Construction does no I/O.
+
+    Raises:
+        ConfigurationError: a setting is missing or malformed (checked without any I/O).
+    """
+
+    def __init__(
+        self,
+        service: str | None = None,
+        image_uri: str | None = None,
+        s3_bucket_name: str | None = None,
+        s3_prefix: str | None = None,
+        role_arn: str | None = None,
+        region: str | None = None,
+        profile: str | None = None,
+        credentials_file: str | None = None,
+        device: str | None = None,
+        instance_type: str | None = None,
+        instance_count: int | None = None,
+        volume_size_gb: int | None = None,
+        max_runtime: int | None = None,
+        poll_freq: float | None = None,
+        environment: dict[str, str] | None = None,
+        tags: dict[str, str] | None = None,
+        endpoint_url: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        given = {k: v for k, v in locals().items() if k in SETTING_NAMES}
+        configured = _config_section()
+        for name in SETTING_NAMES:
+            value = given[name]
+            if value is None:
+                value = configured.get(name, _EXECUTOR_PLUGIN_DEFAULTS[name])
+            setattr(self, name, value)
+        self.settings().check_shapes()
+
+    def settings(self) -> Settings:
+        """This executor's settings (its attributes are the source: they survive to_dict/from_dict)."""
+        return Settings(**{name: getattr(self, name) for name in SETTING_NAMES})
+
+    # -- run ----------------------------------------------------------------------------------------
+
+    async def run(self, function: Callable, args: list, kwargs: dict, task_metadata: dict) -> Any:
+        """Run one electron as one job and return its value.
+
+        Raises:
+            TaskRuntimeError: the task raised, the job failed, or its result could not be verified;
+                the node's stderr says which and why.
+            TaskCancelledError: Covalent cancelled the node; the job was cancelled too.
+        """
+        dispatch_id, node_id = task_metadata["dispatch_id"], task_metadata["node_id"]
+        try:
+            settings = self.settings()
+            await asyncio.to_thread(settings.check_against_models)
+            if await self._cancel_requested():
+                raise TaskCancelledError(f"node {node_id} was cancelled before its job was submitted")
+            encoded = await asyncio.to_thread(codec.encode_task, function, args, kwargs)
+            staged = stage(settings, dispatch_id, node_id, encoded.body_sha256)
+            target = aws.AWSTarget.of(settings)
+            clients = aws.pool()
+            s3 = await clients.client("s3", target)
+            service = await _service(settings, target)
+            await storage.head_bucket(s3, settings.s3_bucket_name)
+            await self._upload(s3, settings, staged, encoded)
+            request = _request(settings, staged)
+            job_id = await service.submit(request)
+            region = await clients.region(target)
+            await self.set_job_handle({"service": settings.service, "job_id": job_id, "region": region})
+            log.info("%s:%s submitted as %s job %s", dispatch_id, node_id, settings.service, job_id)
+            status = await self._follow(service, job_id, settings)
+            return await self._collect(s3, status, settings)
+        except BYOCError as e:
+            self._stderr(f"byoc executor: {e}\n")
+            raise TaskRuntimeError(str(e)) from e
+
+    async def _upload(self, s3: Any, settings: Settings, staged: StagedTask, encoded: codec.EncodedTask) -> None:
+        await storage.put_bytes(s3, staged.payload, encoded.envelope)
+        if settings.service == "braket":
+            await storage.put_bytes(s3, staged.source, _source_archive())
+
+    async def _follow(self, service: JobService, job_id: str, settings: Settings) -> JobStatus:
+        """Poll until the job ends: fast at first, backing off to ``poll_freq``; cancel if Covalent asks."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + settings.max_runtime + QUEUE_ALLOWANCE
+        interval, last = FIRST_POLL, None
+        cancelling_since: float | None = None
+        while True:
+            status = await service.describe(job_id)
+            if status.state is not last:
+                log.info("job %s: %s (%s)", job_id, status.raw_status, status.detail)
+                last, interval = status.state, FIRST_POLL
+            if status.state.terminal:
+                if cancelling_since is not None:
+                    raise TaskCancelledError(f"job {job_id} was cancelled ({status.raw_status})")
+                return status
+            now = loop.time()
+            if cancelling_since is None and await self._cancel_requested():
+                log.info("cancel requested: cancelling job %s", job_id)
+                await service.cancel(job_id)
+                cancelling_since = now
+            if cancelling_since is not None and now - cancelling_since > CANCEL_WAIT:
+                raise TaskCancelledError(f"job {job_id} was asked to cancel {CANCEL_WAIT}s ago and is still {status.raw_status}")
+            if now > deadline:
+                await service.cancel(job_id)
+                raise ResultError(
+                    f"job {job_id} is still {status.raw_status} after max_runtime + {QUEUE_ALLOWANCE}s; it was cancelled",
+                    job_id=job_id,
+                    status=status.raw_status,
+                )
+            await asyncio.sleep(interval * random.uniform(0.8, 1.0))
+            interval = min(interval * POLL_BACKOFF, settings.poll_freq)
+
+    async def _collect(self, s3: Any, status: JobStatus, settings: Settings) -> Any:
+        """Turn a terminal job into the electron's value, or a TaskRuntimeError that says why."""
+        try:
+            outcome = await _fetch_outcome(s3, status)
+        except ResourceNotFoundError:
+            outcome = None
+        if outcome is not None:
+            self._stdout(outcome.stdout)
+            self._stderr(outcome.stderr)
+        if status.state is JobState.COMPLETED and outcome is not None and outcome.ok:
+            return outcome.value
+        if outcome is not None and not outcome.ok:
+            exc = outcome.exception or {}
+            self._stderr(f"\nThe electron raised {exc.get('type')} in {settings.service} job {status.job_id}:\n{exc.get('traceback', '')}")
+            raise TaskRuntimeError(f"{exc.get('type')}: {exc.get('message')}")
+        if status.state is JobState.COMPLETED:
+            raise ResultError(f"job {status.job_id} completed but left no result at {status.results_uri}", job_id=status.job_id)
+        tail = await _log_tail(settings, status)
+        reason = status.failure_reason or "(the service gave no reason)"
+        message = f"{settings.service} job {status.job_id} ended {status.raw_status}: {reason}"
+        self._stderr(f"byoc executor: {message}\n")
+        if tail:
+            self._stderr(f"Last lines of the job's log ({status.log_group}):\n{tail}\n")
+        raise TaskRuntimeError(message)
+
+    async def cancel(self, task_metadata: dict, job_handle: Any) -> bool:
+        """Cancel the job behind ``job_handle`` (called by Covalent on a fresh executor instance).
+
+        Returns:
+            True when the cancel request was accepted (or the job had already ended).
+        """
+        if not job_handle:
+            return True  # nothing was submitted; run() sees the request before it submits
+        settings = self.settings()
+        if isinstance(job_handle, dict) and job_handle.get("region"):
+            settings.region = job_handle["region"]
+        service = await _service(settings, aws.AWSTarget.of(settings))
+        try:
+            await service.cancel(job_handle["job_id"])
+        except BYOCError:
+            log.exception("could not cancel job %s", job_handle)
+            return False
+        return True
+
+    # -- helpers -------------------------------------------------------------------------------------
+
+    async def _cancel_requested(self) -> bool:
+        # Outside a Covalent dispatch (no runtime queues), nobody can request a cancel.
+        if "_send_queue" not in self.__dict__:
+            return False
+        return bool(await self.get_cancel_requested())
+
+    def _stdout(self, text: str) -> None:
+        if text and self.task_stdout is not None:
+            self.task_stdout.write(text)
+
+    def _stderr(self, text: str) -> None:
+        if text and self.task_stderr is not None:
+            self.task_stderr.write(text)
+
+
+def _config_section() -> dict[str, Any]:
+    # In-memory: Covalent read covalent.conf when it was imported.
+    try:
+        section = get_config("executors.byoc")
+    except KeyError:
+        return {}
+    return section if isinstance(section, dict) else {}
+
+
+async def _service(settings: Settings, target: aws.AWSTarget) -> JobService:
+    client = await aws.pool().client(settings.service, target)
+    return BraketJobs(client) if settings.service == "braket" else SageMakerTrainingJobs(client)
+
+
+def _request(settings: Settings, staged: StagedTask) -> dict[str, Any]:
+    if settings.service == "braket":
+        return create_job_request(settings, staged)
+    return create_training_job_request(settings, staged)
+
+
+async def _fetch_outcome(s3: Any, status: JobStatus) -> codec.JobOutcome:
+    """Download the job's results archive to a temporary file and verify it (in a worker thread)."""
+    fd, path = tempfile.mkstemp(prefix="byoc-result-", suffix=".tar.gz")
+    os.close(fd)
+    try:
+        await storage.download_file(s3, storage.S3Location.parse(status.results_uri), path)
+        return await asyncio.to_thread(codec.read_results_archive, path)
+    finally:
+        os.unlink(path)
+
+
+async def _log_tail(settings: Settings, status: JobStatus) -> str:
+    """The last lines the job logged, for a failure with no result. Best effort: '' if unreadable."""
+    from botocore.exceptions import ClientError
+
+    logs = await aws.pool().client("logs", aws.AWSTarget.of(settings))
+    try:
+        streams = await logs.describe_log_streams(logGroupName=status.log_group, logStreamNamePrefix=status.log_stream_prefix)
+        lines: list[str] = []
+        for stream in streams.get("logStreams", []):
+            events = await logs.get_log_events(
+                logGroupName=status.log_group, logStreamName=stream["logStreamName"], limit=LOG_TAIL_LINES, startFromHead=False
+            )
+            lines += [e["message"].rstrip("\n") for e in events.get("events", [])]
+    except ClientError as e:
+        log.warning("could not read the logs of job %s: %s", status.job_id, e)
+        return ""
+    return "\n".join(lines[-LOG_TAIL_LINES:])
+
+
+@lru_cache(maxsize=1)
+def _source_archive() -> bytes:
+    """The Braket source archive: the entry script itself, with a fixed mtime so its bytes are stable."""
+    data = open(contract.__file__, "rb").read()
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz") as tar:
+        info = tarfile.TarInfo(f"{contract.ENTRY_MODULE}.py")
+        info.size, info.mode, info.mtime = len(data), 0o644, 0
+        tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()

@@ -1,0 +1,245 @@
+"""Request validation the way AWS does it, driven by botocore's own service models.
+
+botocore's client checks only required members and Python types before it sends a request; the
+services themselves also enforce lengths, value ranges, regular expressions, enums and list/map
+sizes, and answer ``ValidationException`` with a message naming the field. The emulator walks the
+operation's input shape from the model on disk, so its rules are AWS's rules, and adds the few
+semantic checks (image URI, device ARN, S3 URIs) that the real services make behind the model.
+
+Messages follow AWS's wording, e.g.::
+
+    1 validation error detected: Value 'x y' at 'jobName' failed to satisfy constraint:
+    Member must satisfy regular expression pattern: [a-zA-Z0-9](-*[a-zA-Z0-9]){0,50}
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Any, Iterable
+
+import botocore.session
+from botocore.model import OperationModel, ServiceModel, Shape
+
+# An ECR image: <account>.dkr.ecr.<region>.amazonaws.com[.cn]/<repository>[:tag | @sha256:digest].
+# https://docs.aws.amazon.com/AmazonECR/latest/userguide/docker-pull-ecr-image.html
+ECR_IMAGE_PATTERN = re.compile(
+    r"\d{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/"
+    r"[a-z0-9]+([._/-][a-z0-9]+)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}|@sha256:[0-9a-f]{64})?"
+)
+BRAKET_DEVICE_PATTERN = re.compile(r"arn:aws[a-z-]*:braket:[a-z0-9-]*:(\d{12})?:device/.+|local:[^/\s]+/\S+")
+ROLE_ARN_PATTERN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/\S+")
+# Bucket names: https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html
+S3_URI_PATTERN = re.compile(r"s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(/.*)?")
+
+_MAX_VALUE_SHOWN = 120
+
+
+class ValidationError(Exception):
+    """A request that the service refuses with ``ValidationException``.
+
+    Attributes:
+        problems: one AWS-worded sentence per failed constraint.
+    """
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        count = len(self.problems)
+        noun = "error" if count == 1 else "errors"
+        super().__init__(f"{count} validation {noun} detected: " + "; ".join(self.problems))
+
+    @property
+    def message(self) -> str:
+        """The message AWS would answer."""
+        return str(self)
+
+
+@functools.lru_cache(maxsize=None)
+def service_model(service: str) -> ServiceModel:
+    """The botocore model of ``service`` ("braket" or "sagemaker"), loaded once."""
+    return botocore.session.get_session().get_service_model(service)
+
+
+def operation_model(service: str, operation: str) -> OperationModel:
+    """The botocore model of one operation, e.g. ``("braket", "CreateJob")``."""
+    return service_model(service).operation_model(operation)
+
+
+def enum_values(service: str, shape_name: str) -> list[str]:
+    """The enum of a string shape in the model, e.g. ``("braket", "InstanceType")``."""
+    return list(service_model(service).shape_for(shape_name).enum)
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "null"
+    text = str(value)
+    if len(text) > _MAX_VALUE_SHOWN:
+        text = text[: _MAX_VALUE_SHOWN - 3] + "..."
+    return f"'{text}'"
+
+
+def _problem(value: Any, path: str, constraint: str) -> str:
+    return f"Value {_show(value)} at '{path}' failed to satisfy constraint: {constraint}"
+
+
+def check_shape(shape: Shape, value: Any, path: str) -> list[str]:
+    """Every constraint of ``shape`` that ``value`` breaks, as AWS-worded sentences.
+
+    Args:
+        shape: a botocore shape (structure, list, map or scalar).
+        value: the decoded JSON value found at ``path``.
+        path: where the value sits in the request, AWS style (``a.b``, ``list.1.member.c``).
+
+    Returns:
+        The problems found, in walk order; empty when the value is valid.
+    """
+    kind = shape.type_name
+    if kind == "structure":
+        return _check_structure(shape, value, path)
+    if kind == "list":
+        return _check_list(shape, value, path)
+    if kind == "map":
+        return _check_map(shape, value, path)
+    if kind == "string":
+        return _check_string(shape, value, path)
+    if kind in ("integer", "long", "float", "double"):
+        return _check_number(shape, value, path)
+    if kind == "boolean" and not isinstance(value, bool):
+        return [_problem(value, path, "Member must be of type boolean")]
+    if kind == "timestamp" and (isinstance(value, bool) or not isinstance(value, (str, int, float))):
+        return [_problem(value, path, "Member must be a timestamp")]
+    return []
+
+
+def _check_structure(shape: Shape, value: Any, path: str) -> list[str]:
+    if not isinstance(value, dict):
+        return [_problem(value, path or "request", "Member must be a structure")]
+    problems: list[str] = []
+    for name, member in shape.members.items():
+        where = f"{path}.{name}" if path else name
+        if name not in value or value[name] is None:
+            if name in shape.required_members:
+                problems.append(_problem(None, where, "Member must not be null"))
+            continue
+        problems.extend(check_shape(member, value[name], where))
+    return problems
+
+
+def _size_problems(shape: Shape, value: Any, path: str, size: int) -> list[str]:
+    meta = shape.metadata
+    if "min" in meta and size < meta["min"]:
+        return [_problem(value, path, f"Member must have length greater than or equal to {meta['min']}")]
+    if "max" in meta and size > meta["max"]:
+        return [_problem(value, path, f"Member must have length less than or equal to {meta['max']}")]
+    return []
+
+
+def _check_list(shape: Shape, value: Any, path: str) -> list[str]:
+    if not isinstance(value, list):
+        return [_problem(value, path, "Member must be a list")]
+    problems = _size_problems(shape, value, path, len(value))
+    for index, item in enumerate(value, start=1):
+        problems.extend(check_shape(shape.member, item, f"{path}.{index}.member"))
+    return problems
+
+
+def _check_map(shape: Shape, value: Any, path: str) -> list[str]:
+    if not isinstance(value, dict):
+        return [_problem(value, path, "Member must be a map")]
+    problems = _size_problems(shape, value, path, len(value))
+    for key, item in value.items():
+        problems.extend(f"Map keys {p}" for p in check_shape(shape.key, key, path))
+        problems.extend(check_shape(shape.value, item, f"{path}.{key}"))
+    return problems
+
+
+def _check_string(shape: Shape, value: Any, path: str) -> list[str]:
+    if not isinstance(value, str):
+        return [_problem(value, path, "Member must be of type string")]
+    problems = _size_problems(shape, value, path, len(value))
+    if problems:
+        return problems
+    if shape.enum and value not in shape.enum:
+        return [_problem(value, path, f"Member must satisfy enum value set: [{', '.join(shape.enum)}]")]
+    pattern = shape.metadata.get("pattern")
+    # AWS patterns are whole-value matches (Smithy @pattern anchors are implied in these models).
+    if pattern and re.fullmatch(pattern, value, flags=re.DOTALL) is None:
+        return [_problem(value, path, f"Member must satisfy regular expression pattern: {pattern}")]
+    return []
+
+
+def _check_number(shape: Shape, value: Any, path: str) -> list[str]:
+    integral = shape.type_name in ("integer", "long")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integral and not isinstance(value, int)):
+        return [_problem(value, path, f"Member must be of type {shape.type_name}")]
+    meta = shape.metadata
+    if "min" in meta and value < meta["min"]:
+        return [_problem(value, path, f"Member must have value greater than or equal to {meta['min']}")]
+    if "max" in meta and value > meta["max"]:
+        return [_problem(value, path, f"Member must have value less than or equal to {meta['max']}")]
+    return []
+
+
+def validate_input(service: str, operation: str, request: dict) -> None:
+    """Check a decoded request against the operation's input shape.
+
+    Raises:
+        ValidationError: listing every broken constraint.
+    """
+    problems = check_shape(operation_model(service, operation).input_shape, request, "")
+    if problems:
+        raise ValidationError(problems)
+
+
+# --- semantic checks the services make beyond the model ------------------------------------------
+
+
+def check_pattern(value: Any, path: str, pattern: re.Pattern, what: str) -> list[str]:
+    """One problem if ``value`` is a string that is not ``what`` (shaped like ``pattern``)."""
+    if isinstance(value, str) and pattern.fullmatch(value) is None:
+        return [_problem(value, path, f"Member must be {what}")]
+    return []
+
+
+def check_image_uri(value: Any, path: str) -> list[str]:
+    """An Amazon ECR image URI: ``<account>.dkr.ecr.<region>.amazonaws.com/<repo>[:tag|@sha256:...]``."""
+    return check_pattern(
+        value, path, ECR_IMAGE_PATTERN,
+        "an Amazon ECR image URI (<12-digit account>.dkr.ecr.<region>.amazonaws.com/<repository>[:tag])",
+    )
+
+
+def check_s3_uri(value: Any, path: str) -> list[str]:
+    """An ``s3://bucket/...`` URI with a valid bucket name."""
+    return check_pattern(value, path, S3_URI_PATTERN, "an S3 URI of the form s3://bucket/prefix")
+
+
+def check_role_arn(value: Any, path: str) -> list[str]:
+    """An IAM role ARN: ``arn:aws:iam::<12 digits>:role/<name>``."""
+    return check_pattern(value, path, ROLE_ARN_PATTERN, "an IAM role ARN (arn:aws:iam::<12-digit account>:role/<name>)")
+
+
+def check_braket_device(value: Any, path: str) -> list[str]:
+    """A Braket device: ``arn:aws:braket:<region>::device/...`` or ``local:<provider>/<name>``."""
+    return check_pattern(
+        value, path, BRAKET_DEVICE_PATTERN,
+        "a Braket device ARN (arn:aws:braket:<region>::device/...) or a local simulator (local:<provider>/<name>)",
+    )
+
+
+def raise_if(problems: Iterable[str]) -> None:
+    """Raise one ``ValidationError`` carrying all ``problems``, if there are any.
+
+    Raises:
+        ValidationError: when ``problems`` is not empty.
+    """
+    problems = list(problems)
+    if problems:
+        raise ValidationError(problems)
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/a/b/`` -> ``("bucket", "a/b")`` (no leading or trailing slash on the key)."""
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    return bucket, key.strip("/")

@@ -1,0 +1,109 @@
+"""Amazon Braket hybrid jobs: CreateJob / GetJob / CancelJob (botocore model braket/2019-09-01)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from byoc_executor.container import byoc_entry as contract
+from byoc_executor.errors import raise_aws_error
+from byoc_executor.services import JobState, JobStatus, StagedTask, hyperparameters, map_state
+from byoc_executor.settings import Settings
+
+LOG_GROUP = "/aws/braket/jobs"
+
+STATES: dict[str, JobState] = {
+    "QUEUED": JobState.QUEUED,
+    "RUNNING": JobState.RUNNING,
+    "COMPLETED": JobState.COMPLETED,
+    "FAILED": JobState.FAILED,
+    "CANCELLING": JobState.CANCELLING,
+    "CANCELLED": JobState.CANCELLED,
+}
+
+
+def create_job_request(settings: Settings, staged: StagedTask) -> dict[str, Any]:
+    """The CreateJob request for one electron (pure: nothing is uploaded or sent here)."""
+    hp = hyperparameters(staged)
+    if settings.environment:
+        # CreateJob has no environment field: the runner applies this before the task runs.
+        hp[contract.HP_ENVIRONMENT] = json.dumps(settings.environment, sort_keys=True)
+    request: dict[str, Any] = {
+        "clientToken": staged.client_token,
+        "jobName": staged.job_name,
+        "roleArn": settings.role_arn,
+        "algorithmSpecification": {
+            "containerImage": {"uri": settings.image_uri},
+            "scriptModeConfig": {
+                "entryPoint": contract.BRAKET_ENTRY_POINT,
+                "s3Uri": staged.source.uri,
+                "compressionType": "GZIP",
+            },
+        },
+        "inputDataConfig": [
+            {"channelName": contract.PAYLOAD_CHANNEL, "dataSource": {"s3DataSource": {"s3Uri": staged.payload_prefix.uri}}}
+        ],
+        "outputDataConfig": {"s3Path": staged.output.uri},
+        "instanceConfig": {
+            "instanceType": settings.instance_type,
+            "instanceCount": settings.instance_count,
+            "volumeSizeInGb": settings.volume_size_gb,
+        },
+        "stoppingCondition": {"maxRuntimeInSeconds": settings.max_runtime},
+        "deviceConfig": {"device": settings.device},
+        "hyperParameters": hp,
+    }
+    if settings.tags:
+        request["tags"] = dict(settings.tags)
+    return request
+
+
+def status_from_job(job: dict[str, Any]) -> JobStatus:
+    """A GetJob answer in the project's vocabulary."""
+    raw = job.get("status", "")
+    events = job.get("events") or []
+    return JobStatus(
+        job_id=job["jobArn"],
+        state=map_state(STATES, raw, "braket"),
+        raw_status=raw,
+        detail=events[-1].get("eventType", "") if events else "",
+        failure_reason=job.get("failureReason", ""),
+        results_uri=f"{job['outputDataConfig']['s3Path'].rstrip('/')}/output/model.tar.gz",
+        log_group=LOG_GROUP,
+        log_stream_prefix=f"{job['jobName']}/",
+        progress=[f"{e.get('eventType', '')}: {e.get('message', '')}".rstrip(": ") for e in events],
+    )
+
+
+class BraketJobs:
+    """The Braket job API on a shared aiobotocore client."""
+
+    name = "braket"
+
+    def __init__(self, client: Any):
+        self._client = client
+
+    async def submit(self, request: dict[str, Any]) -> str:
+        # The clientToken makes a retried CreateJob return the job the first attempt created.
+        try:
+            answer = await self._client.create_job(**request)
+        except ClientError as e:
+            raise_aws_error(e, "CreateJob", request["jobName"])
+        return answer["jobArn"]
+
+    async def describe(self, job_id: str) -> JobStatus:
+        try:
+            job = await self._client.get_job(jobArn=job_id)
+        except ClientError as e:
+            raise_aws_error(e, "GetJob", job_id)
+        return status_from_job(job)
+
+    async def cancel(self, job_id: str) -> None:
+        try:
+            await self._client.cancel_job(jobArn=job_id)
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") == "ConflictException":
+                return  # already terminal or already cancelling
+            raise_aws_error(e, "CancelJob", job_id)

@@ -1,0 +1,205 @@
+"""The executor's settings: one typed model, its defaults, its documentation and its checks.
+
+Every setting is a constructor argument of ``BYOCExecutor`` and a key of the ``[executors.byoc]``
+section of covalent.conf. The README's configuration table is generated from ``SETTINGS`` (see
+``settings_table()``), and a test checks that the README matches it.
+
+Checks come in two tiers. ``check_shapes`` is pure (no I/O) and runs in the constructor, so a
+typo fails at workflow definition. ``check_against_models`` also consults botocore's service
+models on disk (the instance types each API accepts) and runs in ``run()`` before anything is
+uploaded or created, and in ``byoc-executor doctor``.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import re
+from dataclasses import dataclass, field, fields
+from typing import Any
+from urllib.parse import urlparse
+
+from byoc_executor.errors import ConfigurationError
+
+SERVICES = ("braket", "sagemaker")
+SV1 = "arn:aws:braket:::device/quantum-simulator/amazon/sv1"
+
+# API bounds, from the botocore models where they state them and from the service docs where not.
+BRAKET_MAX_RUNTIME = 432_000  # braket/2019-09-01 JobStoppingCondition.maxRuntimeInSeconds max
+SAGEMAKER_MAX_RUNTIME = 2_419_200  # 28 days: SageMaker's documented limit (not in the model)
+BRAKET_MAX_INSTANCES = 5
+
+_REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d$")
+_ROLE_ARN = re.compile(r"^arn:aws[a-z\-]*:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-/]+$")
+_ECR_IMAGE = re.compile(
+    r"^(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(\.cn)?/"
+    r"(?P<repo>[a-z0-9]+(?:[._/-][a-z0-9]+)*)(?P<ref>:[\w][\w.-]{0,127}|@sha256:[0-9a-f]{64})?$"
+)
+_DEVICE_ARN = re.compile(
+    r"^arn:aws[a-z\-]*:braket:[a-z0-9-]*:(\d{12})?:device/"
+    r"(qpu|quantum-simulator)/[A-Za-z0-9_-]+/[A-Za-z0-9_.-]+$"
+)
+_LOCAL_DEVICE = re.compile(r"^local:[A-Za-z0-9_-]+/[A-Za-z0-9_.-]+$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_ENV_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,511}$")
+
+
+def _setting(default: Any, doc: str, **kw: Any) -> Any:
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"doc": doc, **kw})
+    return field(default=default, metadata={"doc": doc, **kw})
+
+
+@dataclass
+class Settings:
+    """Everything one executor needs to submit and follow a job. Plain JSON-able values only."""
+
+    service: str = _setting("braket", 'Which job API runs the electron: "braket" (hybrid job) or "sagemaker" (training job).')
+    image_uri: str = _setting("", "ECR URI of the job image (built from container/). Braket needs a private ECR image with a tag.", required=True)
+    s3_bucket_name: str = _setting("", "Bucket for payloads and results. Must exist; the executor never creates AWS resources.", required=True)
+    s3_prefix: str = _setting("byoc-executor", "Key prefix under which each task gets `<prefix>/<dispatch_id>/node-<node_id>/`.")
+    role_arn: str = _setting("", "Execution role the job assumes (terraform/ creates one per service).", required=True)
+    region: str = _setting("", "AWS region. Empty: the profile's or AWS_DEFAULT_REGION; us-east-1 in local mode.")
+    profile: str = _setting("", "Named profile from the AWS config files. Empty: the default credential chain.")
+    credentials_file: str = _setting("", "Path of a shared credentials file to use instead of ~/.aws/credentials.")
+    device: str = _setting(SV1, 'Braket only: the device the task\'s circuits use (a QPU or simulator ARN, or "local:<provider>/<simulator>").')
+    instance_type: str = _setting("ml.m5.large", "Instance type of the job (ml.*). GPU types (ml.g5, ml.p4d, ...) for GPU tasks.")
+    instance_count: int = _setting(1, "Number of instances (Braket: at most 5).")
+    volume_size_gb: int = _setting(30, "Size of the job's storage volume, GB.")
+    max_runtime: int = _setting(3600, "Seconds the job may run before the service stops it (Braket <= 432000, SageMaker <= 2419200).")
+    poll_freq: float = _setting(10.0, "The longest pause, in seconds, between two status calls; polling starts faster and backs off to this.")
+    environment: dict = _setting({}, "Environment variables for the task (string to string).")
+    tags: dict = _setting({}, "Tags for the job (string to string).")
+    endpoint_url: str = _setting("", "One endpoint for every AWS service (local mode and tests: the emulator's URL). Empty: AWS itself.")
+
+    # -- checks -----------------------------------------------------------------------------------
+
+    def check_shapes(self) -> None:
+        """Check every setting's type and shape without any I/O.
+
+        Raises:
+            ConfigurationError: the first setting that is wrong, with how to fix it.
+        """
+        if self.service not in SERVICES:
+            raise ConfigurationError("service", f"is {self.service!r}", 'use "braket" or "sagemaker"')
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.type in ("int", "float") and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise ConfigurationError(f.name, f"must be a number, got {value!r}", "give a number")
+            if f.type == "int" and not float(value).is_integer():
+                raise ConfigurationError(f.name, f"must be a whole number, got {value!r}", "give an integer")
+            if f.type == "str" and not isinstance(value, str):
+                raise ConfigurationError(f.name, f"must be a string, got {type(value).__name__}", "give a string")
+            if f.type == "dict" and not (isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())):
+                raise ConfigurationError(f.name, f"must map strings to strings, got {value!r}", 'e.g. {"KEY": "value"}')
+            if f.metadata.get("required") and not value:
+                raise ConfigurationError(f.name, "is required", f"pass {f.name}=... or set it in the [executors.byoc] section of covalent.conf")
+
+        image = _ECR_IMAGE.match(self.image_uri)
+        if not image:
+            raise ConfigurationError(
+                "image_uri",
+                f"{self.image_uri!r} is not an ECR image URI",
+                "use <account>.dkr.ecr.<region>.amazonaws.com/<repository>:<tag>, as printed by container/build_and_push.sh",
+            )
+        if self.service == "braket" and not image.group("ref"):
+            raise ConfigurationError("image_uri", f"{self.image_uri!r} has no tag or digest", "Braket needs one: append :<tag>")
+        if not _BUCKET.match(self.s3_bucket_name):
+            raise ConfigurationError("s3_bucket_name", f"{self.s3_bucket_name!r} is not a valid bucket name", "use the bucket name alone, without s3://")
+        if self.s3_prefix.startswith("/") or "//" in self.s3_prefix:
+            raise ConfigurationError("s3_prefix", f"{self.s3_prefix!r} has an empty path segment", "drop leading and doubled slashes")
+        if not _ROLE_ARN.match(self.role_arn):
+            raise ConfigurationError("role_arn", f"{self.role_arn!r} is not an IAM role ARN", "use arn:aws:iam::<account>:role/<name>")
+        if self.region and not _REGION.match(self.region):
+            raise ConfigurationError("region", f"{self.region!r} is not an AWS region name", "e.g. us-east-1")
+        if self.service == "braket" and not (_DEVICE_ARN.match(self.device) or _LOCAL_DEVICE.match(self.device)):
+            raise ConfigurationError(
+                "device",
+                f"{self.device!r} is not a Braket device",
+                "use a device ARN such as arn:aws:braket:::device/quantum-simulator/amazon/sv1, or local:<provider>/<simulator>",
+            )
+        if not self.instance_type.startswith("ml."):
+            raise ConfigurationError("instance_type", f"{self.instance_type!r} is not a training instance type", "use an ml.* type, e.g. ml.m5.large")
+        if self.instance_count < 1 or (self.service == "braket" and self.instance_count > BRAKET_MAX_INSTANCES):
+            limit = f"1 to {BRAKET_MAX_INSTANCES}" if self.service == "braket" else "at least 1"
+            raise ConfigurationError("instance_count", f"is {self.instance_count}", f"use {limit}")
+        if self.volume_size_gb < 1:
+            raise ConfigurationError("volume_size_gb", f"is {self.volume_size_gb}", "use at least 1")
+        limit = BRAKET_MAX_RUNTIME if self.service == "braket" else SAGEMAKER_MAX_RUNTIME
+        if not 1 <= self.max_runtime <= limit:
+            raise ConfigurationError("max_runtime", f"is {self.max_runtime} s", f"{self.service} accepts 1 to {limit} seconds")
+        if not 0 < self.poll_freq <= 3600:
+            raise ConfigurationError("poll_freq", f"is {self.poll_freq}", "use a number of seconds above 0 and at most 3600")
+        for name in self.environment:
+            if not _ENV_NAME.match(name):
+                raise ConfigurationError("environment", f"{name!r} is not a valid variable name", "use letters, digits and _")
+        if len(self.tags) > 50:
+            raise ConfigurationError("tags", f"has {len(self.tags)} tags", "AWS allows at most 50 per resource")
+        if self.endpoint_url:
+            url = urlparse(self.endpoint_url)
+            if url.scheme not in ("http", "https") or not url.hostname:
+                raise ConfigurationError("endpoint_url", f"{self.endpoint_url!r} is not an http(s) URL", "e.g. http://127.0.0.1:4566")
+
+    def check_against_models(self) -> None:
+        """``check_shapes``, plus what botocore's service models say the API accepts.
+
+        Raises:
+            ConfigurationError: naming the setting and the accepted values.
+        """
+        self.check_shapes()
+        accepted = instance_types(self.service)
+        if self.instance_type not in accepted:
+            near = sorted(t for t in accepted if t.split(".")[1:2] == self.instance_type.split(".")[1:2])
+            hint = f"{self.service} accepts e.g. {', '.join(near[:6] or sorted(accepted)[:6])}"
+            raise ConfigurationError("instance_type", f"{self.instance_type!r} is not an instance type {self.service} jobs accept", hint)
+
+    # -- derived values ---------------------------------------------------------------------------
+
+    @property
+    def is_local_endpoint(self) -> bool:
+        """True when ``endpoint_url`` points at this machine (the emulator): no instance metadata then."""
+        if not self.endpoint_url:
+            return False
+        host = urlparse(self.endpoint_url).hostname or ""
+        if host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+SETTINGS = tuple(fields(Settings))
+SETTING_NAMES = tuple(f.name for f in SETTINGS)
+
+
+def defaults() -> dict[str, Any]:
+    """Every setting's default, as written to the ``[executors.byoc]`` section."""
+    return Settings().to_dict()
+
+
+@functools.lru_cache(maxsize=None)
+def instance_types(service: str) -> frozenset[str]:
+    """The instance types the service's botocore model enumerates (reads botocore's data files)."""
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("braket" if service == "braket" else "sagemaker")
+    shape = "InstanceType" if service == "braket" else "TrainingInstanceType"
+    return frozenset(model.shape_for(shape).enum)
+
+
+def settings_table() -> str:
+    """The README's configuration table, in Markdown."""
+    rows = ["| key | default | meaning |", "| --- | --- | --- |"]
+    for f in SETTINGS:
+        default = f.default_factory() if callable(f.default_factory) else f.default  # type: ignore[misc]
+        shown = "(required)" if f.metadata.get("required") else f"`{default!r}`" if default != "" else '`""`'
+        rows.append(f"| `{f.name}` | {shown} | {f.metadata['doc']} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(settings_table())

@@ -1,0 +1,136 @@
+"""S3 transfers for task artifacts, on the shared aiobotocore client.
+
+Small objects go in one request; large ones stream from and to disk through aiofiles, as multipart
+uploads with bounded concurrency, so no payload is ever held whole in memory twice. Errors are
+translated at this edge (``errors.raise_aws_error``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import aiofiles
+from botocore.exceptions import ClientError
+
+from byoc_executor.errors import raise_aws_error
+
+SINGLE_REQUEST_LIMIT = 16 * 1024 * 1024
+PART_SIZE = 16 * 1024 * 1024
+PART_CONCURRENCY = 4
+_READ_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class S3Location:
+    bucket: str
+    key: str
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+    @classmethod
+    def parse(cls, uri: str) -> S3Location:
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        return cls(bucket, key)
+
+    def child(self, name: str) -> S3Location:
+        return S3Location(self.bucket, f"{self.key.rstrip('/')}/{name}")
+
+
+async def head_bucket(s3: Any, bucket: str) -> None:
+    """Check that the bucket exists and these credentials reach it.
+
+    Raises:
+        ResourceNotFoundError / AccessDeniedError: translated from the S3 answer.
+    """
+    try:
+        await s3.head_bucket(Bucket=bucket)
+    except ClientError as e:
+        raise_aws_error(e, "HeadBucket", f"s3://{bucket}")
+
+
+async def put_bytes(s3: Any, where: S3Location, data: bytes, tags: dict[str, str] | None = None) -> None:
+    """Upload ``data`` in one request."""
+    extra = {"Tagging": _tagging(tags)} if tags else {}
+    try:
+        await s3.put_object(Bucket=where.bucket, Key=where.key, Body=data, **extra)
+    except ClientError as e:
+        raise_aws_error(e, "PutObject", where.uri)
+
+
+async def upload_file(s3: Any, path: str, where: S3Location, tags: dict[str, str] | None = None) -> None:
+    """Upload a local file: one request when small, a streamed multipart upload when large."""
+    size = os.path.getsize(path)
+    if size <= SINGLE_REQUEST_LIMIT:
+        async with aiofiles.open(path, "rb") as f:
+            await put_bytes(s3, where, await f.read(), tags)
+        return
+    extra = {"Tagging": _tagging(tags)} if tags else {}
+    try:
+        upload = await s3.create_multipart_upload(Bucket=where.bucket, Key=where.key, **extra)
+    except ClientError as e:
+        raise_aws_error(e, "CreateMultipartUpload", where.uri)
+    upload_id = upload["UploadId"]
+    semaphore = asyncio.Semaphore(PART_CONCURRENCY)
+
+    async def send(number: int, offset: int) -> dict[str, Any]:
+        async with semaphore:
+            async with aiofiles.open(path, "rb") as f:
+                await f.seek(offset)
+                body = await f.read(PART_SIZE)
+            answer = await s3.upload_part(Bucket=where.bucket, Key=where.key, UploadId=upload_id, PartNumber=number, Body=body)
+            return {"PartNumber": number, "ETag": answer["ETag"]}
+
+    try:
+        parts = await asyncio.gather(*(send(i + 1, off) for i, off in enumerate(range(0, size, PART_SIZE))))
+        await s3.complete_multipart_upload(
+            Bucket=where.bucket, Key=where.key, UploadId=upload_id, MultipartUpload={"Parts": list(parts)}
+        )
+    except BaseException as e:
+        await s3.abort_multipart_upload(Bucket=where.bucket, Key=where.key, UploadId=upload_id)
+        if isinstance(e, ClientError):
+            raise_aws_error(e, "UploadPart", where.uri)
+        raise
+
+
+async def download_file(s3: Any, where: S3Location, path: str) -> int:
+    """Stream an object to a local file. Returns the number of bytes written.
+
+    Raises:
+        ResourceNotFoundError: the object does not exist.
+    """
+    try:
+        answer = await s3.get_object(Bucket=where.bucket, Key=where.key)
+    except ClientError as e:
+        raise_aws_error(e, "GetObject", where.uri)
+    written = 0
+    async with answer["Body"] as body, aiofiles.open(path, "wb") as f:
+        while chunk := await body.read(_READ_CHUNK):
+            await f.write(chunk)
+            written += len(chunk)
+    return written
+
+
+async def delete_prefix(s3: Any, where: S3Location) -> int:
+    """Delete every object under a prefix. Returns how many were deleted."""
+    deleted = 0
+    paginator = s3.get_paginator("list_objects_v2")
+    try:
+        async for page in paginator.paginate(Bucket=where.bucket, Prefix=where.key):
+            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if keys:
+                await s3.delete_objects(Bucket=where.bucket, Delete={"Objects": keys, "Quiet": True})
+                deleted += len(keys)
+    except ClientError as e:
+        raise_aws_error(e, "DeleteObjects", where.uri)
+    return deleted
+
+
+def _tagging(tags: dict[str, str]) -> str:
+    from urllib.parse import urlencode
+
+    return urlencode(tags)

@@ -1,0 +1,140 @@
+"""Pure logic: job names, request dicts, state tables."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import botocore.session
+import pytest
+from botocore.validate import ParamValidator
+
+from byoc_executor.container import byoc_entry as contract
+from byoc_executor.services import JobState, client_token, job_name, map_state, stage
+from byoc_executor.services import braket, sagemaker
+from byoc_executor.settings import Settings
+
+IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/byoc-executor:0.1.0"
+ROLE = "arn:aws:iam::123456789012:role/byoc-jobs"
+NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,49}$")
+
+
+def settings(**over: object) -> Settings:
+    base = dict(service="braket", image_uri=IMAGE, s3_bucket_name="bkt", role_arn=ROLE)
+    base.update(over)
+    return Settings(**base)
+
+
+@pytest.mark.parametrize(
+    ("dispatch_id", "node_id"),
+    [("2c0d1b9e-5a1f-4b47-9d0e-7e0c1a2b3c4d", 0), ("x" * 200, 10**15), ("--__--", 7), ("", 3)],
+)
+def test_job_names_fit_both_apis(dispatch_id: str, node_id: int) -> None:
+    name = job_name(dispatch_id, node_id)
+    assert NAME_PATTERN.match(name) and len(name) <= 50
+
+
+def test_job_names_never_collide_and_are_stable() -> None:
+    names = {job_name(f"dispatch-{d:04d}-aaaaaaaa", n) for d in range(200) for n in range(50)}
+    assert len(names) == 200 * 50
+    # Same first 8 characters of the dispatch id, other ids: still distinct.
+    assert job_name("abcdefgh-1", 1) != job_name("abcdefgh-2", 1)
+    assert job_name("d", 1) == job_name("d", 1)
+    assert client_token("d", 1) == client_token("d", 1) != client_token("d", 2)
+
+
+def _validate(service: str, operation: str, request: dict) -> None:
+    model = botocore.session.get_session().get_service_model(service)
+    report = ParamValidator().validate(request, model.operation_model(operation).input_shape)
+    assert not report.has_errors(), report.generate_report()
+
+
+def test_braket_request() -> None:
+    s = settings(environment={"OMP_NUM_THREADS": "2"}, tags={"team": "q"}, device="local:braket/braket_sv")
+    staged = stage(s, "dispatch-1", 4, "ab" * 32)
+    request = braket.create_job_request(s, staged)
+    _validate("braket", "CreateJob", request)
+    assert request["jobName"] == staged.job_name
+    assert request["clientToken"] == client_token("dispatch-1", 4)
+    assert request["deviceConfig"] == {"device": "local:braket/braket_sv"}
+    assert request["algorithmSpecification"]["scriptModeConfig"] == {
+        "entryPoint": "byoc_entry:run_job",
+        "s3Uri": "s3://bkt/byoc-executor/dispatch-1/node-4/source/source.tar.gz",
+        "compressionType": "GZIP",
+    }
+    assert request["inputDataConfig"][0]["dataSource"]["s3DataSource"]["s3Uri"] == "s3://bkt/byoc-executor/dispatch-1/node-4/payload/"
+    assert request["outputDataConfig"] == {"s3Path": "s3://bkt/byoc-executor/dispatch-1/node-4/output"}
+    assert request["hyperParameters"] == {
+        contract.HP_PROTOCOL: str(contract.PROTOCOL_VERSION),
+        contract.HP_PAYLOAD_SHA256: "ab" * 32,
+        contract.HP_ENVIRONMENT: json.dumps({"OMP_NUM_THREADS": "2"}),
+    }
+    assert request["instanceConfig"] == {"instanceType": "ml.m5.large", "instanceCount": 1, "volumeSizeInGb": 30}
+    assert request["stoppingCondition"] == {"maxRuntimeInSeconds": 3600}
+    assert request["tags"] == {"team": "q"}
+
+
+def test_sagemaker_request() -> None:
+    s = settings(service="sagemaker", instance_type="ml.g5.xlarge", environment={"A": "1"}, tags={"team": "q"}, max_runtime=60)
+    staged = stage(s, "dispatch-1", 4, "cd" * 32)
+    request = sagemaker.create_training_job_request(s, staged)
+    _validate("sagemaker", "CreateTrainingJob", request)
+    assert request["TrainingJobName"] == staged.job_name
+    assert request["AlgorithmSpecification"] == {"TrainingImage": IMAGE, "TrainingInputMode": "File"}
+    channel = request["InputDataConfig"][0]
+    assert channel["ChannelName"] == contract.PAYLOAD_CHANNEL
+    assert channel["DataSource"]["S3DataSource"]["S3Uri"] == "s3://bkt/byoc-executor/dispatch-1/node-4/payload/"
+    assert request["ResourceConfig"] == {"InstanceType": "ml.g5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30}
+    assert request["StoppingCondition"] == {"MaxRuntimeInSeconds": 60}
+    assert request["Environment"] == {"A": "1"}
+    assert request["Tags"] == [{"Key": "team", "Value": "q"}]
+    assert contract.HP_ENVIRONMENT not in request["HyperParameters"]
+
+
+def test_state_tables_cover_the_models_enums() -> None:
+    session = botocore.session.get_session()
+    assert set(braket.STATES) == set(session.get_service_model("braket").shape_for("JobPrimaryStatus").enum)
+    assert set(sagemaker.STATES) == set(session.get_service_model("sagemaker").shape_for("TrainingJobStatus").enum)
+
+
+def test_unknown_status_maps_to_unknown_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    assert map_state(braket.STATES, "TELEPORTING", "braket") is JobState.UNKNOWN
+    assert "TELEPORTING" in caplog.text
+    assert not JobState.UNKNOWN.terminal
+
+
+def _training_job(status: str, secondary: str, **extra: object) -> dict:
+    return {
+        "TrainingJobName": "cov-x",
+        "TrainingJobStatus": status,
+        "SecondaryStatus": secondary,
+        "OutputDataConfig": {"S3OutputPath": "s3://bkt/p/output"},
+        **extra,
+    }
+
+
+def test_sagemaker_status_translation() -> None:
+    assert sagemaker.status_from_training_job(_training_job("InProgress", "Starting")).state is JobState.QUEUED
+    assert sagemaker.status_from_training_job(_training_job("InProgress", "Training")).state is JobState.RUNNING
+    done = sagemaker.status_from_training_job(_training_job("Completed", "Completed"))
+    assert done.state is JobState.COMPLETED and done.results_uri == "s3://bkt/p/output/cov-x/output/model.tar.gz"
+    stopped = sagemaker.status_from_training_job(_training_job("Stopped", "Stopped"))
+    assert stopped.state is JobState.CANCELLED
+    limit = sagemaker.status_from_training_job(_training_job("Stopped", "MaxRuntimeExceeded"))
+    assert limit.state is JobState.FAILED and "MaxRuntimeExceeded" in limit.failure_reason
+
+
+def test_braket_status_translation() -> None:
+    job = {
+        "jobArn": "arn:aws:braket:us-east-1:123456789012:job/cov-x",
+        "jobName": "cov-x",
+        "status": "FAILED",
+        "failureReason": "ValueError: bad",
+        "outputDataConfig": {"s3Path": "s3://bkt/p/output"},
+        "events": [{"eventType": "WAITING_FOR_PRIORITY"}, {"eventType": "FAILED", "message": "x"}],
+    }
+    status = braket.status_from_job(job)
+    assert status.state is JobState.FAILED
+    assert status.failure_reason == "ValueError: bad"
+    assert status.results_uri == "s3://bkt/p/output/output/model.tar.gz"
+    assert status.log_stream_prefix == "cov-x/"
