@@ -1,0 +1,228 @@
+"""The entry script's contract, called directly (no service around it): both layouts, every exit path."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import pickle
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import cloudpickle
+import pytest
+
+from byoc_executor import codec
+from byoc_executor.container import byoc_entry as contract
+from byoc_executor.errors import ResultError, TaskEncodingError
+
+
+class CustomError(Exception):
+    pass
+
+
+def add(a: int, b: int) -> int:
+    print(f"adding {a} and {b}")
+    print("to stderr", file=sys.stderr)
+    return a + b
+
+
+def explode() -> None:
+    raise CustomError("it broke")
+
+
+def read_env(name: str) -> str | None:
+    return os.environ.get(name)
+
+
+def make_tree(tmp_path: Path, service: str, function, args=(), kwargs=None, *, tamper=None, hp_extra=None) -> dict:
+    """Lay out a job the way the service would, and return its environment."""
+    encoded = codec.encode_task(function, list(args), kwargs or {})
+    envelope = tamper(encoded.envelope) if tamper else encoded.envelope
+    ml = tmp_path / "opt" / "ml"
+    env = {contract.ENV_ML_ROOT: str(ml)}
+    if service == "braket":
+        env.update(
+            {
+                contract.ENV_BRAKET_JOB_NAME: "cov-test",
+                contract.ENV_BRAKET_INPUT_DIR: str(ml / "input" / "data"),
+                contract.ENV_BRAKET_JOB_RESULTS_DIR: str(tmp_path / "opt" / "braket" / "model"),
+                contract.ENV_BRAKET_HP_FILE: str(ml / "input" / "config" / "hyperparameters.json"),
+            }
+        )
+    layout = contract.JobLayout(env)
+    layout.payload_file.parent.mkdir(parents=True)
+    layout.payload_file.write_bytes(envelope)
+    hp = {contract.HP_PROTOCOL: str(contract.PROTOCOL_VERSION), contract.HP_PAYLOAD_SHA256: encoded.body_sha256}
+    hp.update(hp_extra or {})
+    layout.hp_file.parent.mkdir(parents=True, exist_ok=True)
+    layout.hp_file.write_text(json.dumps(hp))
+    return env
+
+
+def results_archive(layout: contract.JobLayout) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz") as tar:
+        for p in layout.results_dir.iterdir():
+            tar.add(p, arcname=p.name)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("service", ["braket", "sagemaker"])
+def test_round_trip(tmp_path: Path, service: str, capsys: pytest.CaptureFixture) -> None:
+    env = make_tree(tmp_path, service, add, (2, 3))
+    layout = contract.JobLayout(env)
+    assert layout.service == service
+    assert contract.execute(layout) == contract.EXIT_OK
+    assert not layout.failure_file.exists()
+    outcome = codec.read_results_archive(results_archive(layout))
+    assert outcome.ok and outcome.value == 5
+    assert outcome.stdout == "adding 2 and 3\n"
+    assert outcome.stderr == "to stderr\n"
+    # What the task printed is also echoed to the job's own streams (the service's logs).
+    assert "adding 2 and 3" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("service", ["braket", "sagemaker"])
+def test_raising_task(tmp_path: Path, service: str) -> None:
+    layout = contract.JobLayout(make_tree(tmp_path, service, explode))
+    assert contract.execute(layout) == contract.EXIT_TASK_RAISED
+    assert layout.failure_file.read_text() == "test_runner.CustomError: it broke"
+    outcome = codec.read_results_archive(results_archive(layout))
+    assert not outcome.ok
+    assert outcome.exception["type"] == "test_runner.CustomError"
+    assert outcome.exception["message"] == "it broke"
+    assert 'raise CustomError("it broke")' in outcome.exception["traceback"]
+    assert isinstance(pickle.loads(outcome.exception["pickled"]), CustomError)
+
+
+def test_failure_reason_is_kept_short(tmp_path: Path) -> None:
+    def long_error() -> None:
+        raise ValueError("x" * 5000)
+
+    layout = contract.JobLayout(make_tree(tmp_path, "sagemaker", long_error))
+    assert contract.execute(layout) == contract.EXIT_TASK_RAISED
+    assert len(layout.failure_file.read_text()) == contract.FAILURE_REASON_LIMIT
+
+
+class Mark:
+    """Unpickling this object writes a file: proof that bytes were unpickled."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path(self.path).write_text, ("unpickled",))
+
+
+def test_tampered_payload_is_refused_before_unpickling(tmp_path: Path) -> None:
+    mark = tmp_path / "mark"
+
+    def swap(envelope: bytes) -> bytes:
+        # An attacker with write access to the bucket replaces the payload with a well-formed
+        # envelope of their own whose unpickling has a side effect.
+        out = io.BytesIO()
+        contract.write_envelope(out, cloudpickle.dumps(Mark(str(mark))), "payload")
+        return out.getvalue()
+
+    layout = contract.JobLayout(make_tree(tmp_path, "sagemaker", add, (1, 2), tamper=swap))
+    assert contract.execute(layout) == contract.EXIT_SETUP_FAILED
+    assert not mark.exists()
+    assert "replaced after submission" in layout.failure_file.read_text()
+
+
+@pytest.mark.parametrize(
+    ("tamper", "fragment"),
+    [
+        (lambda b: b[:-10], "truncated"),
+        (lambda b: b[:-1] + bytes([b[-1] ^ 1]), "does not match its digest"),
+        (lambda b: b"PK\x03\x04" + b[4:], "not a byoc-executor envelope"),
+        (lambda b: b[:5], "truncated"),
+    ],
+)
+def test_corrupt_payload_fails_setup(tmp_path: Path, tamper, fragment: str) -> None:
+    layout = contract.JobLayout(make_tree(tmp_path, "braket", add, (1, 2), tamper=tamper))
+    assert contract.execute(layout) == contract.EXIT_SETUP_FAILED
+    assert fragment in layout.failure_file.read_text()
+    assert not (layout.results_dir / contract.RESULT_FILE).exists()
+
+
+def test_version_mismatch_names_both_versions_and_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    layout = contract.JobLayout(make_tree(tmp_path, "sagemaker", add, (1, 2)))
+    real = contract.runtime_versions()
+    # The job side runs another cloudpickle than the client that wrote the payload.
+    monkeypatch.setattr(contract, "runtime_versions", lambda: {**real, "cloudpickle": "0.0.1"})
+    assert contract.execute(layout) == contract.EXIT_SETUP_FAILED
+    reason = layout.failure_file.read_text()
+    assert f"cloudpickle {real['cloudpickle']} (client) vs 0.0.1 (job)" in reason
+    assert "Rebuild the image" in reason
+
+
+def test_missing_payload_fails_setup(tmp_path: Path) -> None:
+    layout = contract.JobLayout(make_tree(tmp_path, "sagemaker", add, (1, 2)))
+    layout.payload_file.unlink()
+    assert contract.execute(layout) == contract.EXIT_SETUP_FAILED
+    assert "payload is missing" in layout.failure_file.read_text()
+
+
+def test_unpicklable_result(tmp_path: Path) -> None:
+    def returns_a_lock():
+        import threading
+
+        return threading.Lock()
+
+    layout = contract.JobLayout(make_tree(tmp_path, "sagemaker", returns_a_lock))
+    assert contract.execute(layout) == contract.EXIT_RESULT_FAILED
+    assert "could not write the result" in layout.failure_file.read_text()
+
+
+def test_environment_hyperparameter_reaches_the_task(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BYOC_TEST_VAR", raising=False)
+    env = make_tree(
+        tmp_path, "braket", read_env, ("BYOC_TEST_VAR",), hp_extra={contract.HP_ENVIRONMENT: json.dumps({"BYOC_TEST_VAR": "hello"})}
+    )
+    layout = contract.JobLayout(env)
+    assert contract.execute(layout) == contract.EXIT_OK
+    assert codec.read_results_archive(results_archive(layout)).value == "hello"
+
+
+def test_entry_script_runs_as_a_program(tmp_path: Path) -> None:
+    """The file runs standalone (as in the image): `python byoc_entry.py train`."""
+    env = make_tree(tmp_path, "sagemaker", add, (20, 22))
+    run = subprocess.run(
+        [sys.executable, contract.__file__, "train"],
+        env={**os.environ, **env, "PYTHONPATH": os.pathsep.join(sys.path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == contract.EXIT_OK, run.stderr
+    assert "adding 20 and 22" in run.stdout
+    assert codec.read_results_archive(results_archive(contract.JobLayout(env))).value == 42
+
+
+def test_unpicklable_argument_names_the_culprit() -> None:
+    import threading
+
+    with pytest.raises(TaskEncodingError) as err:
+        codec.encode_task(add, [1, threading.Lock()], {})
+    assert "argument 1" in str(err.value)
+
+
+def test_result_archive_checks(tmp_path: Path) -> None:
+    layout = contract.JobLayout(make_tree(tmp_path, "sagemaker", add, (1, 1)))
+    contract.execute(layout)
+    result = layout.results_dir / contract.RESULT_FILE
+    good = result.read_bytes()
+    result.write_bytes(good[:-3])
+    with pytest.raises(ResultError, match="truncated"):
+        codec.read_results_archive(results_archive(layout))
+    result.unlink()
+    with pytest.raises(ResultError, match="holds no result.byoc"):
+        codec.read_results_archive(results_archive(layout))
+    with pytest.raises(ResultError, match="unreadable"):
+        codec.read_results_archive(b"not a tar at all")
+    assert hashlib.sha256(good).hexdigest()  # the good envelope was real bytes
