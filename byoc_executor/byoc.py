@@ -52,7 +52,9 @@ class BYOCExecutor(AsyncBaseExecutor):
     configuration table lists them all. Construction does no I/O.
 
     Raises:
-        ConfigurationError: a setting is missing or malformed (checked without any I/O).
+        ConfigurationError: a setting is malformed (checked without any I/O). A missing required
+            setting is reported when the electron runs, before anything is uploaded: Covalent's
+            server builds executors from the config section before applying the client's values.
     """
 
     def __init__(
@@ -84,7 +86,7 @@ class BYOCExecutor(AsyncBaseExecutor):
             if value is None:
                 value = configured.get(name, _EXECUTOR_PLUGIN_DEFAULTS[name])
             setattr(self, name, value)
-        self.settings().check_shapes()
+        self.settings().check_shapes(complete=False)
 
     def settings(self) -> Settings:
         """This executor's settings (its attributes are the source: they survive to_dict/from_dict)."""

@@ -74,8 +74,14 @@ class Settings:
 
     # -- checks -----------------------------------------------------------------------------------
 
-    def check_shapes(self) -> None:
+    def check_shapes(self, complete: bool = True) -> None:
         """Check every setting's type and shape without any I/O.
+
+        Args:
+            complete: also require the settings that have no default. The constructor passes
+                False: Covalent's server builds every executor from the ``[executors.byoc]``
+                section first (which may hold only defaults) and then overwrites it with the
+                client's settings, so a missing value is only an error when the job is submitted.
 
         Raises:
             ConfigurationError: the first setting that is wrong, with how to fix it.
@@ -92,23 +98,23 @@ class Settings:
                 raise ConfigurationError(f.name, f"must be a string, got {type(value).__name__}", "give a string")
             if f.type == "dict" and not (isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())):
                 raise ConfigurationError(f.name, f"must map strings to strings, got {value!r}", 'e.g. {"KEY": "value"}')
-            if f.metadata.get("required") and not value:
+            if f.metadata.get("required") and not value and complete:
                 raise ConfigurationError(f.name, "is required", f"pass {f.name}=... or set it in the [executors.byoc] section of covalent.conf")
 
         image = _ECR_IMAGE.match(self.image_uri)
-        if not image:
+        if not image and (self.image_uri or complete):
             raise ConfigurationError(
                 "image_uri",
                 f"{self.image_uri!r} is not an ECR image URI",
                 "use <account>.dkr.ecr.<region>.amazonaws.com/<repository>:<tag>, as printed by container/build_and_push.sh",
             )
-        if self.service == "braket" and not image.group("ref"):
+        if image and self.service == "braket" and not image.group("ref"):
             raise ConfigurationError("image_uri", f"{self.image_uri!r} has no tag or digest", "Braket needs one: append :<tag>")
-        if not _BUCKET.match(self.s3_bucket_name):
+        if not _BUCKET.match(self.s3_bucket_name) and (self.s3_bucket_name or complete):
             raise ConfigurationError("s3_bucket_name", f"{self.s3_bucket_name!r} is not a valid bucket name", "use the bucket name alone, without s3://")
         if self.s3_prefix.startswith("/") or "//" in self.s3_prefix:
             raise ConfigurationError("s3_prefix", f"{self.s3_prefix!r} has an empty path segment", "drop leading and doubled slashes")
-        if not _ROLE_ARN.match(self.role_arn):
+        if not _ROLE_ARN.match(self.role_arn) and (self.role_arn or complete):
             raise ConfigurationError("role_arn", f"{self.role_arn!r} is not an IAM role ARN", "use arn:aws:iam::<account>:role/<name>")
         if self.region and not _REGION.match(self.region):
             raise ConfigurationError("region", f"{self.region!r} is not an AWS region name", "e.g. us-east-1")

@@ -73,7 +73,6 @@ def test_constructor_does_not_touch_the_network(monkeypatch: pytest.MonkeyPatch)
         ({"environment": {"A": 1}}, "environment", "strings to strings"),
         ({"environment": {"1BAD": "x"}}, "environment", "variable name"),
         ({"endpoint_url": "127.0.0.1:5000"}, "endpoint_url", "http"),
-        ({"role_arn": ""}, "role_arn", "[executors.byoc]"),
     ],
 )
 def test_bad_settings_name_the_setting_and_the_fix(over: dict, setting: str, fragment: str) -> None:
@@ -81,6 +80,15 @@ def test_bad_settings_name_the_setting_and_the_fix(over: dict, setting: str, fra
         BYOCExecutor(**good(**over))
     assert err.value.setting == setting
     assert fragment in str(err.value)
+
+
+def test_missing_required_settings_fail_at_submission_not_construction() -> None:
+    # Covalent's server builds BYOCExecutor(**[executors.byoc]) from defaults before applying
+    # the client's settings, so construction with the defaults alone must succeed.
+    ex = BYOCExecutor(**_EXECUTOR_PLUGIN_DEFAULTS)
+    with pytest.raises(ConfigurationError) as err:
+        ex.settings().check_against_models()
+    assert err.value.setting == "image_uri" and "[executors.byoc]" in str(err.value)
 
 
 def test_instance_types_come_from_the_botocore_models() -> None:
