@@ -1,0 +1,137 @@
+"""Quickstart: a Covalent workflow whose electrons run as Braket hybrid jobs and SageMaker training jobs.
+
+With no argument it runs in local mode, with no AWS account: it starts the byoc-executor emulator
+(the Braket and SageMaker job APIs on 127.0.0.1, with moto for S3 and CloudWatch Logs), uses the
+Covalent server your config names if one is up or starts a private one under ./.byoc-local/, and
+dispatches a workflow with a quantum electron on Braket, a GPU-or-CPU electron on SageMaker, and
+plain arithmetic on both. Everything it started is stopped when it ends.
+
+    python examples/quickstart.py                      # local mode
+    python examples/quickstart.py --aws \\
+        --bucket B --role-arn-braket R1 --role-arn-sagemaker R2 --image-uri URI --region us-east-1
+
+With --aws the same workflow runs on AWS itself: the executors get no endpoint override, and
+nothing else changes. (That costs money: a few ml.m5.large minutes and one ml.g5.xlarge job.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import cloudpickle
+import covalent as ct
+
+import gpu
+import quantum
+from byoc_executor import BYOCExecutor
+
+# The electrons below come from modules that exist only on this machine: ship them by value, so
+# the job (which has only the image's packages) can unpickle them.
+cloudpickle.register_pickle_by_value(quantum)
+cloudpickle.register_pickle_by_value(gpu)
+
+LOCAL_IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/byoc-executor:local"
+LOCAL_ROLE = "arn:aws:iam::123456789012:role/byoc-executor-local"
+LOCAL_BUCKET = "byoc-quickstart"
+
+
+def build_workflow(braket: BYOCExecutor, sagemaker: BYOCExecutor):
+    @ct.electron(executor=sagemaker)
+    def add(a: int, b: int) -> int:
+        print(f"SageMaker training job adding {a} + {b}")
+        return a + b
+
+    @ct.electron(executor=braket)
+    def square(x: int) -> int:
+        print(f"Braket hybrid job squaring {x}")
+        return x * x
+
+    bell = ct.electron(quantum.bell_counts, executor=braket)
+    matmul = ct.electron(gpu.matmul_checksum, executor=sagemaker)
+
+    # workflow_executor="local": the lattice's own post-processing runs in the Covalent server,
+    # which need not have a Dask cluster.
+    @ct.lattice(executor="local", workflow_executor="local")
+    def workflow(a: int, b: int) -> dict:
+        total = add(a, b)
+        return {"square_of_sum": square(total), "bell_counts": bell(shots=1000), "matmul": matmul(256)}
+
+    return workflow
+
+
+def run(braket: BYOCExecutor, sagemaker: BYOCExecutor, dispatcher_url: str, results_dir: Path) -> int:
+    workflow = build_workflow(braket, sagemaker)
+    started = time.monotonic()
+    dispatch_id = ct.dispatch(workflow, dispatcher_addr=dispatcher_url)(3, 4)
+    print(f"dispatched {dispatch_id} to {dispatcher_url}; waiting for the jobs...")
+    result = ct.get_result(dispatch_id, wait=True, dispatcher_addr=dispatcher_url, results_dir=str(results_dir))
+    print(f"\nworkflow {result.status} in {time.monotonic() - started:.1f}s")
+    if str(result.status) != "COMPLETED":
+        print(f"error: {result.error}", file=sys.stderr)
+        for i in range(len(result.lattice.transport_graph._graph.nodes)):
+            node = result.get_node_result(i)
+            if str(node["status"]) != "COMPLETED":
+                print(f"node {i} {node['node_name']}: {node['status']}\n{node.get('stderr') or ''}{node.get('error') or ''}", file=sys.stderr)
+        return 1
+    for key, value in result.result.items():
+        print(f"  {key}: {value}")
+    return 0
+
+
+def local_mode(home: Path) -> int:
+    import boto3
+
+    from byoc_executor.local import Emulator
+    from byoc_executor.local.covalent_server import ensure_covalent_server
+
+    home.mkdir(parents=True, exist_ok=True)
+    with Emulator(root=home / "emulator") as emulator:
+        print(f"emulator: {emulator.url} (Braket and SageMaker job APIs; S3 and Logs by moto)")
+        s3 = boto3.client("s3", endpoint_url=emulator.url, region_name="us-east-1", aws_access_key_id="local", aws_secret_access_key="local")
+        s3.create_bucket(Bucket=LOCAL_BUCKET)
+        address, server = ensure_covalent_server(home / "covalent")
+        print(f"covalent: {'started a private server at' if server else 'using the running server at'} {address}")
+        try:
+            common = dict(image_uri=LOCAL_IMAGE, s3_bucket_name=LOCAL_BUCKET, endpoint_url=emulator.url, poll_freq=2)
+            braket = BYOCExecutor(service="braket", role_arn=LOCAL_ROLE, device="local:braket/braket_sv", **common)
+            sagemaker = BYOCExecutor(service="sagemaker", role_arn=LOCAL_ROLE, instance_type="ml.g5.xlarge", **common)
+            return run(braket, sagemaker, f"http://{address}", home / "results")
+        finally:
+            if server is not None:
+                server.stop()
+
+
+def aws_mode(args: argparse.Namespace) -> int:
+    common = dict(image_uri=args.image_uri, s3_bucket_name=args.bucket, region=args.region)
+    braket = BYOCExecutor(service="braket", role_arn=args.role_arn_braket, device=args.device, **common)
+    sagemaker = BYOCExecutor(service="sagemaker", role_arn=args.role_arn_sagemaker, instance_type="ml.g5.xlarge", **common)
+    from covalent._shared_files.config import get_config
+
+    url = f"http://{get_config('dispatcher.address')}:{get_config('dispatcher.port')}"
+    return run(braket, sagemaker, url, Path(".byoc-local") / "results")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--home", type=Path, default=Path(".byoc-local"), help="where local mode keeps its files")
+    parser.add_argument("--aws", action="store_true", help="run on AWS instead of the local emulator")
+    parser.add_argument("--bucket")
+    parser.add_argument("--image-uri")
+    parser.add_argument("--role-arn-braket")
+    parser.add_argument("--role-arn-sagemaker")
+    parser.add_argument("--region", default="")
+    parser.add_argument("--device", default="arn:aws:braket:::device/quantum-simulator/amazon/sv1")
+    args = parser.parse_args()
+    if args.aws:
+        missing = [n for n in ("bucket", "image_uri", "role_arn_braket", "role_arn_sagemaker") if not getattr(args, n)]
+        if missing:
+            parser.error("--aws needs " + ", ".join("--" + m.replace("_", "-") for m in missing))
+        return aws_mode(args)
+    return local_mode(args.home.resolve())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
