@@ -83,24 +83,26 @@ def _problem(value: Any, path: str, constraint: str) -> str:
     return f"Value {_show(value)} at '{path}' failed to satisfy constraint: {constraint}"
 
 
-def check_shape(shape: Shape, value: Any, path: str) -> list[str]:
+def check_shape(shape: Shape, value: Any, path: str, lower_names: bool = False) -> list[str]:
     """Every constraint of ``shape`` that ``value`` breaks, as AWS-worded sentences.
 
     Args:
         shape: a botocore shape (structure, list, map or scalar).
         value: the decoded JSON value found at ``path``.
         path: where the value sits in the request, AWS style (``a.b``, ``list.1.member.c``).
+        lower_names: name members in lowerCamelCase, as SageMaker's messages do
+            (``trainingJobName`` for ``TrainingJobName``).
 
     Returns:
         The problems found, in walk order; empty when the value is valid.
     """
     kind = shape.type_name
     if kind == "structure":
-        return _check_structure(shape, value, path)
+        return _check_structure(shape, value, path, lower_names)
     if kind == "list":
-        return _check_list(shape, value, path)
+        return _check_list(shape, value, path, lower_names)
     if kind == "map":
-        return _check_map(shape, value, path)
+        return _check_map(shape, value, path, lower_names)
     if kind == "string":
         return _check_string(shape, value, path)
     if kind in ("integer", "long", "float", "double"):
@@ -112,17 +114,18 @@ def check_shape(shape: Shape, value: Any, path: str) -> list[str]:
     return []
 
 
-def _check_structure(shape: Shape, value: Any, path: str) -> list[str]:
+def _check_structure(shape: Shape, value: Any, path: str, lower_names: bool) -> list[str]:
     if not isinstance(value, dict):
         return [_problem(value, path or "request", "Member must be a structure")]
     problems: list[str] = []
     for name, member in shape.members.items():
-        where = f"{path}.{name}" if path else name
+        shown = name[:1].lower() + name[1:] if lower_names else name
+        where = f"{path}.{shown}" if path else shown
         if name not in value or value[name] is None:
             if name in shape.required_members:
                 problems.append(_problem(None, where, "Member must not be null"))
             continue
-        problems.extend(check_shape(member, value[name], where))
+        problems.extend(check_shape(member, value[name], where, lower_names))
     return problems
 
 
@@ -135,22 +138,22 @@ def _size_problems(shape: Shape, value: Any, path: str, size: int) -> list[str]:
     return []
 
 
-def _check_list(shape: Shape, value: Any, path: str) -> list[str]:
+def _check_list(shape: Shape, value: Any, path: str, lower_names: bool) -> list[str]:
     if not isinstance(value, list):
         return [_problem(value, path, "Member must be a list")]
     problems = _size_problems(shape, value, path, len(value))
     for index, item in enumerate(value, start=1):
-        problems.extend(check_shape(shape.member, item, f"{path}.{index}.member"))
+        problems.extend(check_shape(shape.member, item, f"{path}.{index}.member", lower_names))
     return problems
 
 
-def _check_map(shape: Shape, value: Any, path: str) -> list[str]:
+def _check_map(shape: Shape, value: Any, path: str, lower_names: bool) -> list[str]:
     if not isinstance(value, dict):
         return [_problem(value, path, "Member must be a map")]
     problems = _size_problems(shape, value, path, len(value))
     for key, item in value.items():
         problems.extend(f"Map keys {p}" for p in check_shape(shape.key, key, path))
-        problems.extend(check_shape(shape.value, item, f"{path}.{key}"))
+        problems.extend(check_shape(shape.value, item, f"{path}.{key}", lower_names))
     return problems
 
 
@@ -187,7 +190,10 @@ def validate_input(service: str, operation: str, request: dict) -> None:
     Raises:
         ValidationError: listing every broken constraint.
     """
-    problems = check_shape(operation_model(service, operation).input_shape, request, "")
+    model = operation_model(service, operation)
+    # json-1.1 services (SageMaker) name members in lowerCamelCase in their messages.
+    lower_names = model.metadata.get("protocol") == "json"
+    problems = check_shape(model.input_shape, request, "", lower_names)
     if problems:
         raise ValidationError(problems)
 

@@ -1,0 +1,326 @@
+"""SageMaker training jobs: Create/Describe/Stop/ListTrainingJobs (model ``sagemaker/2017-07-24``).
+
+``TrainingJobStatus`` InProgress -> Completed | Failed, StopTrainingJob -> Stopping -> Stopped;
+``SecondaryStatus`` Starting -> Downloading -> Training -> Uploading -> Completed | Failed |
+Stopped | MaxRuntimeExceeded, each step recorded in ``SecondaryStatusTransitions`` (vocabulary
+and status messages from the model's documentation of ``SecondaryStatus``).
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from byoc_executor.local import validation
+from byoc_executor.local.jobs import ACCOUNT_ID, ApiError, Ending, JobContext, JobRun, Phase, now
+from byoc_executor.local.registry import JobRegistry, paginate
+
+SERVICE = "sagemaker"
+TERMINAL = ("Completed", "Failed", "Stopped")
+DEFAULT_LIST_RESULTS = 10
+NOT_FOUND = "Requested resource not found."  # what DescribeTrainingJob answers for an unknown name
+
+
+def training_job_arn(region: str, name: str) -> str:
+    """``arn:aws:sagemaker:<region>:123456789012:training-job/<name>``."""
+    return f"arn:aws:sagemaker:{region}:{ACCOUNT_ID}:training-job/{name}"
+
+
+class TrainingJob(JobRun):
+    """A SageMaker training job running ``byoc_entry train`` under the /opt/ml contract."""
+
+    service = SERVICE
+    log_group = "/aws/sagemaker/TrainingJobs"
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.status = "InProgress"
+        self.secondary = "Starting"
+        self.last_modified = self.created_at
+        self.transitions: list[dict] = []
+        self._transition("Starting", "Starting the training job")
+
+    def _transition(self, status: str, message: str) -> None:
+        stamp = now()
+        if self.transitions and "EndTime" not in self.transitions[-1]:
+            self.transitions[-1]["EndTime"] = stamp
+        self.transitions.append({"Status": status, "StartTime": stamp, "StatusMessage": message})
+        self.secondary = status
+        self.last_modified = stamp
+
+    def _message(self, message: str) -> None:
+        self.transitions[-1]["StatusMessage"] = message
+        self.last_modified = now()
+
+    # --- the contract ------------------------------------------------------------------------------
+
+    def channels(self) -> dict[str, str]:
+        return {
+            c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in self.request.get("InputDataConfig", [])
+        }
+
+    def hyperparameters(self) -> dict[str, str]:
+        return dict(self.request.get("HyperParameters", {}))
+
+    def results_dir(self) -> Path:
+        return self.ml_root / "model"
+
+    def artifact_uri(self) -> str:
+        return f"{self.request['OutputDataConfig']['S3OutputPath'].rstrip('/')}/{self.name}/output/model.tar.gz"
+
+    def max_runtime(self) -> int:
+        return int(self.request["StoppingCondition"]["MaxRuntimeInSeconds"])
+
+    def instance_type(self) -> str:
+        return self.request["ResourceConfig"]["InstanceType"]
+
+    def uploads_on(self, ending: Ending) -> bool:
+        return True  # SageMaker saves /opt/ml/model after a stop or a timeout too
+
+    def contract_env(self) -> dict[str, str]:
+        return dict(self.request.get("Environment", {}))
+
+    # --- the vocabulary ----------------------------------------------------------------------------
+
+    def on_phase(self, phase: Phase) -> None:
+        if self.status == "Stopping":
+            return
+        if phase is Phase.STARTING:
+            self._message("Preparing the instances for training")
+        elif phase is Phase.DOWNLOADING:
+            self._transition("Downloading", "Downloading input data")
+        elif phase is Phase.RUNNING:
+            self._transition("Training", "Training image download completed. Training in progress.")
+        elif phase is Phase.UPLOADING:
+            self._transition("Uploading", "Uploading generated training model")
+
+    def on_stop_requested(self) -> None:
+        self.status = "Stopping"
+        self._transition("Stopping", "Stopping the training job")
+
+    def on_end(self, ending: Ending, reason: str | None) -> None:
+        if ending is Ending.COMPLETED:
+            self.status = "Completed"
+            self._transition("Completed", "Training job completed")
+        elif ending is Ending.FAILED:
+            self.status = "Failed"
+            self._transition("Failed", f"Training job failed. Reason(s): {reason}")
+        elif ending is Ending.STOPPED:
+            self.status = "Stopped"
+            self._transition("Stopped", "Training job stopped")
+        else:
+            self.status = "Stopped"
+            self._transition(
+                "MaxRuntimeExceeded",
+                f"Training job stopped: it exceeded MaxRuntimeInSeconds ({self.max_runtime()} seconds)",
+            )
+        self.transitions[-1]["EndTime"] = self.transitions[-1]["StartTime"]
+
+    # --- the API's shapes --------------------------------------------------------------------------
+
+    def describe(self) -> dict[str, Any]:
+        """The DescribeTrainingJob response."""
+        with self.lock:
+            r = self.request
+            response: dict[str, Any] = {
+                "TrainingJobName": self.name,
+                "TrainingJobArn": self.arn,
+                "TrainingJobStatus": self.status,
+                "SecondaryStatus": self.secondary,
+                "RoleArn": r["RoleArn"],
+                "AlgorithmSpecification": r["AlgorithmSpecification"],
+                "OutputDataConfig": r["OutputDataConfig"],
+                "ResourceConfig": r["ResourceConfig"],
+                "StoppingCondition": r["StoppingCondition"],
+                "CreationTime": self.created_at,
+                "LastModifiedTime": self.last_modified,
+                "SecondaryStatusTransitions": [dict(t) for t in self.transitions],
+                "EnableNetworkIsolation": r.get("EnableNetworkIsolation", False),
+                "EnableInterContainerTrafficEncryption": r.get("EnableInterContainerTrafficEncryption", False),
+                "EnableManagedSpotTraining": r.get("EnableManagedSpotTraining", False),
+            }
+            for key in ("HyperParameters", "InputDataConfig", "VpcConfig", "CheckpointConfig", "Environment", "RetryStrategy"):
+                if key in r:
+                    response[key] = r[key]
+            if self.artifacts_uploaded:
+                response["ModelArtifacts"] = {"S3ModelArtifacts": self.artifact_uri()}
+            if self.failure_reason:
+                response["FailureReason"] = self.failure_reason
+            if self.started_at is not None:
+                response["TrainingStartTime"] = self.started_at
+            if self.ended_at is not None and self.status in TERMINAL:
+                response["TrainingEndTime"] = self.ended_at
+                if self.started_at is not None:
+                    seconds = max(1, int(self.ended_at - self.started_at))
+                    response["TrainingTimeInSeconds"] = seconds
+                    response["BillableTimeInSeconds"] = seconds
+            return response
+
+    def summary(self) -> dict[str, Any]:
+        """The TrainingJobSummary of ListTrainingJobs."""
+        full = self.describe()
+        keys = ("TrainingJobName", "TrainingJobArn", "CreationTime", "TrainingEndTime", "LastModifiedTime",
+                "TrainingJobStatus", "SecondaryStatus")
+        return {k: full[k] for k in keys if k in full}
+
+    def admin_view(self) -> dict[str, Any]:
+        with self.lock:
+            return {"name": self.name, "service": SERVICE, "status": self.status, "pid": self.pid, "arn": self.arn}
+
+
+class SageMakerApi:
+    """The four training-job operations over the shared job registry."""
+
+    def __init__(self, registry: JobRegistry, context: JobContext):
+        self._registry = registry
+        self._context = context
+        self._lock = threading.Lock()
+
+    def create_training_job(self, region: str, body: dict) -> dict:
+        """CreateTrainingJob.
+
+        Raises:
+            ValidationError: the request breaks the model or a semantic rule.
+            ApiError: ResourceInUse for a name already taken.
+        """
+        validation.validate_input(SERVICE, "CreateTrainingJob", body)
+        validation.raise_if(_semantic_problems(body))
+        name = body["TrainingJobName"]
+        with self._lock:
+            existing = self._registry.get(SERVICE, name)
+            if existing is not None:
+                raise ApiError(
+                    "ResourceInUse",
+                    "Training job names must be unique within an AWS account and region, and a training job "
+                    f"with this name already exists ({existing.arn})",
+                )
+            job = TrainingJob(
+                name=name, arn=training_job_arn(region, name), region=region, request=body,
+                tree=self._registry.tree_for(SERVICE, name), context=self._context,
+            )
+            self._registry.add_new(job)
+        job.start()
+        return {"TrainingJobArn": job.arn}
+
+    def _find(self, operation: str, body: dict) -> TrainingJob:
+        validation.validate_input(SERVICE, operation, body)
+        job = self._registry.get(SERVICE, body["TrainingJobName"])
+        if job is None:
+            raise ApiError("ValidationException", NOT_FOUND)
+        return job  # type: ignore[return-value]
+
+    def describe_training_job(self, body: dict) -> dict:
+        """DescribeTrainingJob.
+
+        Raises:
+            ValidationError: a malformed name.
+            ApiError: ValidationException "Requested resource not found." for an unknown name.
+        """
+        return self._find("DescribeTrainingJob", body).describe()
+
+    def stop_training_job(self, body: dict) -> dict:
+        """StopTrainingJob: SIGTERM, SIGKILL after the grace period, then Stopped.
+
+        Raises:
+            ValidationError: a malformed name.
+            ApiError: ValidationException for an unknown name or a job that already ended.
+        """
+        job = self._find("StopTrainingJob", body)
+        with job.lock:
+            if job.status in TERMINAL:
+                raise ApiError(
+                    "ValidationException",
+                    f"The request was rejected because the training job is in status {job.status}.",
+                )
+        job.request_stop()
+        return {}
+
+    def list_training_jobs(self, body: dict) -> dict:
+        """ListTrainingJobs with its name, status and time filters, sorting and pagination.
+
+        Raises:
+            ValidationError: the request breaks the model.
+        """
+        validation.validate_input(SERVICE, "ListTrainingJobs", body)
+        jobs: list[TrainingJob] = self._registry.all(SERVICE)  # type: ignore[assignment]
+        if "NameContains" in body:
+            jobs = [j for j in jobs if body["NameContains"].lower() in j.name.lower()]
+        if "StatusEquals" in body:
+            jobs = [j for j in jobs if j.status == body["StatusEquals"]]
+        for key, attr, after in (
+            ("CreationTimeAfter", "created_at", True), ("CreationTimeBefore", "created_at", False),
+            ("LastModifiedTimeAfter", "last_modified", True), ("LastModifiedTimeBefore", "last_modified", False),
+        ):
+            if key in body:
+                bound = _timestamp(body[key], key)
+                jobs = [j for j in jobs if (getattr(j, attr) > bound) == after]
+        sort_key = {"Name": lambda j: j.name, "Status": lambda j: j.status}.get(body.get("SortBy", ""), lambda j: j.created_at)
+        jobs.sort(key=sort_key, reverse=body.get("SortOrder", "Ascending") == "Descending")
+        page, token = paginate(jobs, body.get("NextToken"), body.get("MaxResults", DEFAULT_LIST_RESULTS))
+        response: dict[str, Any] = {"TrainingJobSummaries": [j.summary() for j in page]}
+        if token:
+            response["NextToken"] = token
+        return response
+
+
+def _timestamp(value: Any, where: str) -> float:
+    if isinstance(value, (int, float)):
+        return float(value)
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+    except ValueError as e:
+        raise validation.ValidationError([f"Value '{value}' at '{where}' failed to satisfy constraint: Member must be a timestamp"]) from e
+
+
+def _semantic_problems(body: dict) -> list[str]:
+    """What SageMaker checks beyond the model, for the jobs the emulator can run."""
+    problems: list[str] = []
+    spec = body.get("AlgorithmSpecification")
+    if not spec or not spec.get("TrainingImage"):
+        problems.append(
+            "Value null at 'algorithmSpecification.trainingImage' failed to satisfy constraint: Member must not be "
+            "null (the emulator runs bring-your-own-container jobs: give TrainingImage, not AlgorithmName)"
+        )
+    else:
+        problems += validation.check_image_uri(spec["TrainingImage"], "algorithmSpecification.trainingImage")
+        if spec.get("TrainingInputMode") == "Pipe":
+            problems.append("Value 'Pipe' at 'algorithmSpecification.trainingInputMode' failed to satisfy constraint: the emulator supports File and FastFile input modes")
+    resources = body.get("ResourceConfig") or {}
+    for member, shown in (("InstanceType", "instanceType"), ("InstanceCount", "instanceCount"), ("VolumeSizeInGB", "volumeSizeInGB")):
+        if resources.get(member) is None:
+            problems.append(f"Value null at 'resourceConfig.{shown}' failed to satisfy constraint: Member must not be null")
+    for member, shown in (("InstanceCount", "instanceCount"), ("VolumeSizeInGB", "volumeSizeInGB")):
+        if isinstance(resources.get(member), int) and resources[member] < 1:
+            problems.append(f"Value '{resources[member]}' at 'resourceConfig.{shown}' failed to satisfy constraint: Member must have value greater than or equal to 1")
+    stopping = body.get("StoppingCondition") or {}
+    if stopping.get("MaxRuntimeInSeconds") is None:
+        problems.append("Value null at 'stoppingCondition.maxRuntimeInSeconds' failed to satisfy constraint: Member must not be null")
+    if body.get("EnableManagedSpotTraining"):
+        wait, runtime = stopping.get("MaxWaitTimeInSeconds"), stopping.get("MaxRuntimeInSeconds")
+        if wait is None or (runtime is not None and wait < runtime):
+            problems.append(
+                f"Value '{wait}' at 'stoppingCondition.maxWaitTimeInSeconds' failed to satisfy constraint: managed spot "
+                "training needs MaxWaitTimeInSeconds, at least MaxRuntimeInSeconds"
+            )
+    problems += validation.check_role_arn(body["RoleArn"], "roleArn")
+    problems += validation.check_s3_uri(body["OutputDataConfig"]["S3OutputPath"], "outputDataConfig.s3OutputPath")
+    if "CheckpointConfig" in body:
+        problems += validation.check_s3_uri(body["CheckpointConfig"].get("S3Uri"), "checkpointConfig.s3Uri")
+    seen: set[str] = set()
+    for index, channel in enumerate(body.get("InputDataConfig", []), start=1):
+        where = f"inputDataConfig.{index}.member"
+        source = channel["DataSource"].get("S3DataSource")
+        if source is None:
+            problems.append(f"Value null at '{where}.dataSource.s3DataSource' failed to satisfy constraint: Member must not be null (the emulator reads S3 channels only)")
+        else:
+            problems += validation.check_s3_uri(source["S3Uri"], f"{where}.dataSource.s3DataSource.s3Uri")
+            if source["S3DataType"] != "S3Prefix":
+                problems.append(f"Value '{source['S3DataType']}' at '{where}.dataSource.s3DataSource.s3DataType' failed to satisfy constraint: the emulator supports S3Prefix only")
+        if channel.get("InputMode") == "Pipe":
+            problems.append(f"Value 'Pipe' at '{where}.inputMode' failed to satisfy constraint: the emulator supports File and FastFile input modes")
+        if channel["ChannelName"] in seen:
+            problems.append(f"Value '{channel['ChannelName']}' at '{where}.channelName' failed to satisfy constraint: Channel names must be unique")
+        seen.add(channel["ChannelName"])
+    return problems
