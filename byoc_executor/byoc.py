@@ -285,3 +285,22 @@ def _source_archive() -> bytes:
         info.size, info.mode, info.mtime = len(data), 0o644, 0
         tar.addfile(info, io.BytesIO(data))
     return out.getvalue()
+
+
+def _register_if_skipped() -> None:
+    """Register the plugin when this module was imported before Covalent.
+
+    ``import byoc_executor.byoc`` with Covalent not yet imported makes Covalent's plugin loader
+    see this module half-initialised and skip it; ``executor="byoc"`` would then be unknown in
+    this process. ``from byoc_executor import BYOCExecutor`` avoids that order; this repairs it.
+    """
+    import sys
+
+    manager = getattr(sys.modules.get("covalent.executor"), "_executor_manager", None)
+    if manager is None:
+        return  # Covalent's loader is importing this module right now: it registers it itself
+    if "byoc" not in manager.executor_plugins_map:
+        manager._populate_executor_map_from_module(sys.modules[__name__])
+
+
+_register_if_skipped()
