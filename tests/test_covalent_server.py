@@ -106,17 +106,17 @@ def node(result, name):
     return nid, lambda key: tg.get_node_value(nid, key)
 
 
+def _with_probe(home: Path) -> dict[str, dict]:
+    for sub in ("markers", "executor_plugins"):
+        (home / sub).mkdir(exist_ok=True)
+    (home / "executor_plugins" / "probe.py").write_text(PROBE_PLUGIN)
+    return {"probe": {"greeting": "hello-from-conf", "marker_dir": str(home / "markers")}}
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     home = tmp_path_factory.mktemp("covalent-home")
-    markers = home / "markers"
-    markers.mkdir()
-    plugins = home / "executor_plugins"
-    plugins.mkdir()
-    (plugins / "probe.py").write_text(PROBE_PLUGIN)
-    srv = CovalentServer(
-        home, executors={"probe": {"greeting": "hello-from-conf", "marker_dir": str(markers)}}
-    )
+    srv = CovalentServer(home, executors=_with_probe(home))
     t0 = time.monotonic()
     with srv:
         print(f"\ncovalent server start: {time.monotonic() - t0:.2f}s")
@@ -194,25 +194,28 @@ def test_cancel_reaches_executor(server):
     assert json.loads((markers / f"cancel-{node_id}").read_text()) == {"job": "probe-job"}
 
 
-def _group_alive(pgid: int) -> list[int]:
-    return cs._group_members(pgid)
-
-
-def test_stop_leaves_no_process(tmp_path):
-    srv = CovalentServer(tmp_path)
+def test_stop_cancels_running_tasks_and_leaves_no_process(tmp_path):
+    srv = CovalentServer(tmp_path, executors=_with_probe(tmp_path))
     srv.start()
     # Fork LocalExecutor's pool workers, the children that survive a plain SIGTERM.
     assert srv.result(srv.dispatch(arithmetic, 1), timeout=60).result == 6
+    srv.dispatch(probing, "cancel")
+    deadline = time.monotonic() + 30
+    while not list((tmp_path / "markers").glob("running-*")):
+        assert time.monotonic() < deadline, "probe never started"
+        time.sleep(0.05)
     pgid = srv.proc.pid
-    members = _group_alive(pgid)
+    members = cs._group_members(pgid)
     assert len(members) > 1, members
     t0 = time.monotonic()
     srv.stop()
     print(f"\ncovalent server stop: {time.monotonic() - t0:.2f}s")
-    assert _group_alive(pgid) == []
+    assert cs._group_members(pgid) == []
     for pid in members:
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     assert not cs._answers(srv.url)
+    # uvicorn's shutdown cancelled the running dispatch, which reached the executor's cancel().
+    assert list((tmp_path / "markers").glob("cancel-*"))
     srv.stop()  # idempotent
 
 
@@ -254,6 +257,22 @@ def test_ensure_uses_running_server(server, tmp_path, monkeypatch):
     monkeypatch.setitem(cm.config_data["dispatcher"], "port", server.port)
     address, started = cs.ensure_covalent_server(tmp_path)
     assert (address, started) == (server.address, None)
+
+
+def test_ensure_starts_one_when_none_answers(tmp_path, monkeypatch):
+    from covalent._shared_files import config
+
+    cm = config._config_manager
+    monkeypatch.setitem(cm.config_data["dispatcher"], "address", "127.0.0.1")
+    monkeypatch.setitem(cm.config_data["dispatcher"], "port", cs.free_port())
+    address, started = cs.ensure_covalent_server(tmp_path)
+    try:
+        assert started is not None and address == started.address
+        assert started.home == tmp_path.resolve()
+        assert cs._answers(started.url)
+    finally:
+        if started is not None:
+            started.stop()
 
 
 def test_isolated_client_touches_nothing_in_home(tmp_path):

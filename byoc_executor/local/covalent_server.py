@@ -1,49 +1,41 @@
 """Start and stop a real Covalent 0.240 server that touches nothing outside one directory.
 
-Facts this module relies on (read from Covalent 0.240's source, then checked by running it):
+Facts this relies on (read in Covalent 0.240's source, then checked by running it):
 
-* Configuration. ``covalent._shared_files.config`` builds its defaults from environment variables
-  when it is first imported, then overlays ``$COVALENT_CONFIG_DIR/covalent.conf`` (file values
-  win) and writes the merged result back. Which variable feeds which key:
-  ``COVALENT_CONFIG_DIR`` -> the conf file; ``COVALENT_DATA_DIR`` -> ``dispatcher.results_dir``
-  and ``workflow_data.base_dir`` (several server modules also read the variable directly);
-  ``COVALENT_DATABASE`` -> ``dispatcher.db_path`` (``COVALENT_DATABASE_URL``, if set, overrides
-  the path outright, so it is removed from the server's environment); ``COVALENT_CACHE_DIR`` ->
-  ``dispatcher.cache_dir``, ``dask.cache_dir`` and the heartbeat file; ``COVALENT_LOGDIR`` -> all
-  ``log_dir`` keys; ``COVALENT_EXECUTOR_DIR`` -> ``sdk.executor_dir`` (else ``~/.config/covalent/
-  executor_plugins`` is created even when ``COVALENT_CONFIG_DIR`` is set);
-  ``COVALENT_DISPATCH_CACHE_DIR`` / ``COVALENT_RESULTS_DIR`` -> the client's staging and download
-  dirs; ``COVALENT_SVC_PORT`` / ``COVALENT_DISPATCHER_ADDR`` -> ``dispatcher.port`` / ``.address``;
-  ``COVALENT_DISABLE_DASK=1`` -> no cluster and default executor ``"local"``. The built-in
-  ``local``/``dask`` executor sections take ``cache_dir``/``workdir`` from ``XDG_CACHE_HOME`` or
-  ``~/.cache``, so they are written explicitly. Because a stale conf file beats the environment,
-  both are set: the variables AND every path key in a fresh conf file.
-* Launch. ``covalent start`` runs DB migrations, then ``sh -c "python app.py --port P ..."`` in
-  ``covalent_ui/``, polls ``http://localhost:P`` with no deadline, and silently moves to the next
-  port if P is taken. This module does the same two steps itself in ONE child process in its own
-  session (migrations, then ``app.py`` via runpy) so that it owns the pid and process group, sees
-  an early exit at once, and never lands on somebody else's port. ``dispatcher.port`` must be in
-  the server's conf, not only on the command line: asset URLs handed to clients are built from it.
-* No cluster. With ``--no-cluster`` electrons with ``executor="local"`` run (LocalExecutor forks a
-  ProcessPoolExecutor inside the server). The CLIENT decides an electron's default executor at
-  ``import covalent`` time: ``"dask"`` unless the client's ``sdk.no_cluster`` is ``"true"`` or
-  ``COVALENT_DISABLE_DASK=1``; a "dask" node (including the lattice's ``:postprocess:`` node, whose
-  ``workflow_executor`` defaults to the same) then FAILS on this server with "missing port number
-  in address ''". Hence :func:`isolate_client_config` sets ``COVALENT_DISABLE_DASK=1``.
-* Stop. ``covalent stop`` expects the pid file of the ``sh`` wrapper and would SIGINT
-  ``children()[0]``, which here is a pool worker, so it is not used. SIGTERM to the server makes
-  uvicorn shut down gracefully (its lifespan cancels running dispatches, which calls the
-  executors' ``cancel()``); the pool workers inherit uvicorn's SIGTERM handler and ignore SIGTERM,
-  so the group is SIGKILLed after a grace period.
-* Executor sections. An electron's ``executor="byoc"`` string travels as ``("byoc", {})`` and is
-  resolved in the SERVER: ``_executor_manager.get_executor("byoc")`` re-reads the server's conf
-  file and calls ``ByocExecutor(**[executors.byoc])``; an executor given as an object is built the
-  same way and then overwritten with the client's ``to_dict()``. The client's conf is never
-  consulted, so ``executors=`` here is what makes ``executor="byoc"`` work.
-* Client address. ``ct.dispatch``/``ct.get_result``/``ct.cancel`` take ``dispatcher_addr`` as a
-  full URL (``http://127.0.0.1:P``; without the scheme requests fails); without it they use the
-  client's ``dispatcher.address``/``port``. ``get_result(wait=True)`` has no deadline, hence
-  :meth:`CovalentServer.result`.
+* Config. ``import covalent`` builds defaults from env vars, overlays
+  ``$COVALENT_CONFIG_DIR/covalent.conf`` (file values win) and writes the result back.
+  ``COVALENT_DATA_DIR`` -> ``dispatcher.results_dir``, ``workflow_data.base_dir`` (also read
+  directly by server modules); ``COVALENT_DATABASE`` -> ``dispatcher.db_path``
+  (``COVALENT_DATABASE_URL`` overrides it, so it is dropped); ``COVALENT_CACHE_DIR`` -> cache dirs
+  and heartbeat file; ``COVALENT_LOGDIR`` -> every ``log_dir``; ``COVALENT_EXECUTOR_DIR`` ->
+  ``sdk.executor_dir`` (else ``~/.config/covalent/executor_plugins`` is created anyway);
+  ``COVALENT_DISPATCH_CACHE_DIR``/``COVALENT_RESULTS_DIR`` -> client staging/download dirs;
+  ``COVALENT_SVC_PORT``/``COVALENT_DISPATCHER_ADDR`` -> ``dispatcher.port``/``.address``;
+  ``COVALENT_DISABLE_DASK=1`` -> no cluster, default executor ``"local"``. ``[executors.local]``
+  and ``[executors.dask]`` take ``cache_dir``/``workdir`` from ``XDG_CACHE_HOME`` or ``~/.cache``.
+  As a stale conf beats the environment, both the variables and every path key are written.
+* Launch. ``covalent start`` runs DB migrations, then ``sh -c "python app.py --port P"`` in
+  ``covalent_ui/``, polls ``localhost:P`` with no deadline and silently takes the next port if P
+  is busy. Here one child in its own session does both (migrations, then app.py via runpy), so we
+  own its pid and group and see an early exit at once. ``dispatcher.port`` must be in the
+  server's conf too: the asset URLs it hands to clients are built from it.
+* No cluster. ``executor="local"`` runs (LocalExecutor forks a process pool in the server). The
+  CLIENT fixes the default executor at ``import covalent``: ``"dask"`` unless its
+  ``sdk.no_cluster`` is ``"true"`` or ``COVALENT_DISABLE_DASK=1``; such nodes, the lattice's
+  ``:postprocess:`` node included (``workflow_executor`` defaults to ``executor``), FAIL here with
+  "missing port number in address ''". So pass ``executor``/``workflow_executor`` explicitly,
+  or call :func:`isolate_client_config` before importing covalent.
+* Stop. ``covalent stop`` SIGINTs ``children()[0]`` of the pid-filed ``sh`` wrapper, which here
+  would be a pool worker, so it is not used. The pool workers inherit uvicorn's SIGTERM handler
+  and ignore SIGTERM: they are SIGKILLed first (while the server can reap them), then the server
+  gets SIGTERM; uvicorn's shutdown cancels running dispatches, which calls executors' ``cancel()``.
+* Executor sections. ``executor="byoc"`` travels as ``("byoc", {})`` and is resolved in the
+  SERVER: ``get_executor("byoc")`` re-reads the server's conf and calls ``Cls(**[executors.byoc])``;
+  an executor object is built the same way, then overwritten by the client's ``to_dict()``. The
+  client's conf is never read for this, so ``executors=`` is what makes ``executor="byoc"`` work.
+* Client address. ``ct.dispatch``/``get_result``/``cancel`` take ``dispatcher_addr`` as a URL
+  with scheme (``http://127.0.0.1:P``), else the client's config; ``get_result(wait=True)`` has
+  no deadline, hence :meth:`CovalentServer.result`.
 """
 
 from __future__ import annotations
@@ -56,7 +48,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 from importlib.util import find_spec
 from pathlib import Path
@@ -107,18 +98,13 @@ def _answers(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
+_SUBDIRS = ("config", "data", "cache", "logs", "results", "dispatches", "executor_plugins", "workdir")
+
+
 def _dirs(root: Path) -> dict[str, Path]:
-    return {
-        "config": root / "config",
-        "data": root / "data",
-        "db": root / "db" / "dispatcher_db.sqlite",
-        "cache": root / "cache",
-        "logs": root / "logs",
-        "results": root / "results",
-        "dispatches": root / "dispatches",
-        "executor_plugins": root / "executor_plugins",
-        "workdir": root / "workdir",
-    }
+    dirs = {name: root / name for name in _SUBDIRS}
+    dirs["db"] = root / "db" / "dispatcher_db.sqlite"
+    return dirs
 
 
 def _covalent_env(d: Mapping[str, Path]) -> dict[str, str]:
@@ -140,22 +126,11 @@ def _conf(d: Mapping[str, Path], port: int) -> dict[str, Any]:
     logs, cache, data = str(d["logs"]), str(d["cache"]), str(d["data"])
     local = {"cache_dir": cache, "workdir": str(d["workdir"])}
     return {
-        "sdk": {
-            "log_dir": logs,
-            "executor_dir": str(d["executor_plugins"]),
-            "no_cluster": "true",
-            "dispatch_cache_dir": str(d["dispatches"]),
-            "results_dir": str(d["results"]),
-        },
-        "dispatcher": {
-            "address": HOST,
-            "port": port,
-            "cache_dir": cache,
-            "results_dir": data,
-            "log_dir": logs,
-            "db_path": str(d["db"]),
-            "heartbeat_file": str(d["cache"] / "heartbeat"),
-        },
+        "sdk": {"log_dir": logs, "executor_dir": str(d["executor_plugins"]), "no_cluster": "true",
+                "dispatch_cache_dir": str(d["dispatches"]), "results_dir": str(d["results"])},
+        "dispatcher": {"address": HOST, "port": port, "cache_dir": cache, "results_dir": data,
+                       "log_dir": logs, "db_path": str(d["db"]),
+                       "heartbeat_file": str(d["cache"] / "heartbeat")},
         "dask": {"cache_dir": cache, "log_dir": logs},
         "workflow_data": {"storage_type": "local", "base_dir": data},
         "user_interface": {"address": HOST, "port": port, "log_dir": logs},
