@@ -83,7 +83,7 @@ class Timing:
     """How long the emulator dawdles, and how patient it is when killing.
 
     Attributes:
-        phase_delay: seconds spent in each of QUEUED, STARTING and UPLOADING.
+        phase_delay: seconds spent in each of QUEUED, STARTING, DOWNLOADING and UPLOADING.
         kill_grace: seconds between SIGTERM and SIGKILL when a job is stopped.
         log_flush_interval: seconds between CloudWatch Logs batches.
     """
@@ -302,7 +302,7 @@ class JobRun:
             self._stage_inputs()
         except StagingError as e:
             return self._end(Ending.FAILED, str(e))
-        if self._interrupted(0):
+        if self._interrupted(delay):
             return self._end(Ending.STOPPED)
         self._enter(Phase.RUNNING)
         ending, reason = self._run_process()

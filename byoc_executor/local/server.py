@@ -92,7 +92,7 @@ class Emulator:
         root: where job trees go (``<root>/<jobName>/``); a temporary directory, removed on
             :meth:`stop`, when not given.
         launcher: how jobs are started; :class:`ProcessLauncher` by default.
-        phase_delay: seconds spent in each of the queued, starting and uploading phases.
+        phase_delay: seconds spent in each of the queued, starting, downloading and uploading phases.
         kill_grace: seconds between SIGTERM and SIGKILL when a job is cancelled or stopped.
         log_flush_interval: seconds between CloudWatch Logs batches.
     """

@@ -1,0 +1,182 @@
+"""Helpers for tests against the local emulator: payloads, request dicts, polling, tasks.
+
+The task functions here are pickled by value (``cloudpickle.register_pickle_by_value``), so a
+job process can run them without importing this module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import sys
+import tarfile
+import time
+import uuid
+from typing import Any, Callable
+
+import boto3
+import botocore.config
+import cloudpickle
+
+from byoc_executor.container import byoc_entry
+
+REGION = "us-east-1"
+IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/byoc-executor:latest"
+ROLE = "arn:aws:iam::123456789012:role/byoc-job"
+DEVICE = "arn:aws:braket:::device/quantum-simulator/amazon/sv1"
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+# --- tasks (run inside the job process) -------------------------------------------------------------
+
+
+def greet(x: int) -> dict:
+    print(f"hello from the task, x={x}")
+    print("a line on stderr", file=sys.stderr)
+    names = [v for k, v in vars(byoc_entry).items() if k.startswith("ENV_BRAKET_")] + [byoc_entry.ENV_ML_ROOT]
+    return {"double": 2 * x, "env": {n: os.environ.get(n) for n in names}, "cwd": os.getcwd()}
+
+
+def explode() -> None:
+    print("about to fail")
+    raise ValueError("the task exploded on purpose")
+
+
+def sleep_long(seconds: float = 60.0) -> None:
+    print("sleeping", flush=True)
+    time.sleep(seconds)
+
+
+# --- clients and data -----------------------------------------------------------------------------------
+
+
+def client(url: str, service: str, validate: bool = True) -> Any:
+    """A plain boto3 client to the emulator with explicit dummy credentials.
+
+    ``validate=False`` turns off botocore's own parameter checks, so that the emulator's are
+    what refuses a bad request (as AWS does for other SDKs and raw HTTP).
+    """
+    return boto3.client(
+        service, endpoint_url=url, region_name=REGION, aws_access_key_id="testing", aws_secret_access_key="testing",
+        config=botocore.config.Config(parameter_validation=validate),
+    )
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def upload_payload(s3: Any, bucket: str, prefix: str, function: Callable, *args: Any) -> dict[str, str]:
+    """Upload a task envelope to ``s3://bucket/prefix/payload/`` and return the hyperparameters."""
+    body = cloudpickle.dumps({"function": function, "args": list(args), "kwargs": {}})
+    buf = io.BytesIO()
+    byoc_entry.write_envelope(buf, body, "payload")
+    s3.put_object(Bucket=bucket, Key=f"{prefix}/{byoc_entry.PAYLOAD_CHANNEL}/{byoc_entry.PAYLOAD_FILE}", Body=buf.getvalue())
+    return {
+        byoc_entry.HP_PROTOCOL: str(byoc_entry.PROTOCOL_VERSION),
+        byoc_entry.HP_PAYLOAD_SHA256: hashlib.sha256(body).hexdigest(),
+    }
+
+
+def upload_source(s3: Any, bucket: str, prefix: str) -> str:
+    """Upload the Braket source archive (byoc_entry.py at its root); returns its S3 URI."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        tar.add(byoc_entry.__file__, arcname=f"{byoc_entry.ENTRY_MODULE}.py")
+    key = f"{prefix}/{byoc_entry.SOURCE_ARCHIVE}"
+    s3.put_object(Bucket=bucket, Key=key, Body=buf.getvalue())
+    return f"s3://{bucket}/{key}"
+
+
+def braket_request(name: str, bucket: str, prefix: str, hp: dict, source_uri: str, **overrides: Any) -> dict:
+    request = {
+        "jobName": name,
+        "roleArn": ROLE,
+        "algorithmSpecification": {
+            "containerImage": {"uri": IMAGE},
+            "scriptModeConfig": {"entryPoint": byoc_entry.BRAKET_ENTRY_POINT, "s3Uri": source_uri, "compressionType": "GZIP"},
+        },
+        "inputDataConfig": [
+            {"channelName": byoc_entry.PAYLOAD_CHANNEL,
+             "dataSource": {"s3DataSource": {"s3Uri": f"s3://{bucket}/{prefix}/{byoc_entry.PAYLOAD_CHANNEL}/"}}}
+        ],
+        "outputDataConfig": {"s3Path": f"s3://{bucket}/{prefix}/output-data"},
+        "instanceConfig": {"instanceType": "ml.m5.large", "volumeSizeInGb": 30, "instanceCount": 1},
+        "deviceConfig": {"device": DEVICE},
+        "hyperParameters": hp,
+        "stoppingCondition": {"maxRuntimeInSeconds": 600},
+    }
+    request.update(overrides)
+    return request
+
+
+def sagemaker_request(name: str, bucket: str, prefix: str, hp: dict, **overrides: Any) -> dict:
+    request = {
+        "TrainingJobName": name,
+        "RoleArn": ROLE,
+        "AlgorithmSpecification": {"TrainingImage": IMAGE, "TrainingInputMode": "File"},
+        "HyperParameters": hp,
+        "InputDataConfig": [
+            {"ChannelName": byoc_entry.PAYLOAD_CHANNEL,
+             "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix",
+                                              "S3Uri": f"s3://{bucket}/{prefix}/{byoc_entry.PAYLOAD_CHANNEL}/"}}}
+        ],
+        "OutputDataConfig": {"S3OutputPath": f"s3://{bucket}/{prefix}/out"},
+        "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 30},
+        "StoppingCondition": {"MaxRuntimeInSeconds": 600},
+        "Environment": {"BYOC_TEST_FLAG": "on"},
+    }
+    request.update(overrides)
+    return request
+
+
+# --- polling --------------------------------------------------------------------------------------------
+
+
+def poll(describe: Callable[[], dict], state: Callable[[dict], Any], done: Callable[[dict], bool],
+         timeout: float = 30.0) -> tuple[dict, list]:
+    """Call ``describe`` until ``done``; return the last answer and the distinct states seen, in order."""
+    seen: list = []
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = describe()
+        current = state(answer)
+        if not seen or seen[-1] != current:
+            seen.append(current)
+        if done(answer):
+            return answer, seen
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still not done after {timeout}s; states seen: {seen}")
+        time.sleep(0.03)
+
+
+def read_result(s3: Any, bucket: str, key: str) -> dict:
+    """Download model.tar.gz and unpickle the verified result envelope inside it."""
+    data = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        names = tar.getnames()
+        assert byoc_entry.RESULT_FILE in names, names
+        envelope = tar.extractfile(byoc_entry.RESULT_FILE).read()  # type: ignore[union-attr]
+    _, body = byoc_entry.read_envelope(io.BytesIO(envelope), "result")
+    return cloudpickle.loads(body)
+
+
+def log_messages(logs: Any, group: str, job_name: str) -> tuple[list[str], list[str]]:
+    """(stream names, messages) of the job's streams in ``group``."""
+    streams = logs.describe_log_streams(logGroupName=group, logStreamNamePrefix=f"{job_name}/")["logStreams"]
+    names = [s["logStreamName"] for s in streams]
+    messages: list[str] = []
+    for name in names:
+        events = logs.get_log_events(logGroupName=group, logStreamName=name, startFromHead=True)["events"]
+        messages += [e["message"] for e in events]
+    return names, messages
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.03)
