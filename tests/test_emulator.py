@@ -295,7 +295,7 @@ def test_admin_kill_fails_the_job_with_a_clear_reason(emulator, clients):
     assert job["failureReason"].startswith("AlgorithmError: the job's process exited with code -9 (killed by SIGKILL)")
     assert "sleeping" in job["failureReason"]  # the last log lines come along
     with urllib.request.urlopen(f"{emulator.url}/_byoc/jobs", timeout=10) as r:
-        listed = {j["name"]: j for j in json.loads(r.read())["jobs"]}
+        listed = {j["name"]: j for j in json.loads(r.read())}
     assert listed[name]["status"] == "FAILED" and listed[name]["service"] == "braket"
 
 

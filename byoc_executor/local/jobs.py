@@ -362,6 +362,9 @@ class JobRun:
         home = self.tree / "home"
         home.mkdir(parents=True, exist_ok=True)
         env["HOME"] = str(home)  # a container's own home: never the developer's ~/.aws
+        tmp = self.tree / "tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        env["TMPDIR"] = str(tmp)  # the job's scratch files stay in its tree, like a container's /tmp
         env["PYTHONUNBUFFERED"] = "1"  # lines reach the logs as they are printed
         env.update(self.contract_env())
         env.update(

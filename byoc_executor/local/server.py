@@ -11,7 +11,8 @@ header, or ``X-Amz-Credential`` for presigned URLs):
 
 Plain boto3/aiobotocore clients work unchanged with ``endpoint_url=emulator.url``, with any
 credentials and region. Unsigned requests under ``/_byoc/`` are the admin surface for tests:
-``GET /_byoc/jobs`` and ``POST /_byoc/jobs/<jobName>/kill``.
+``GET /_byoc/jobs`` (a JSON list of ``{name, service, status, pid, arn}``) and
+``POST /_byoc/jobs/<jobName>/kill`` (the killed job's entry; 404 unknown, 409 not running).
 
 Fault injection seam: every job-API call passes through :attr:`Emulator.request_hooks` first;
 a hook may answer in the service's place (throttling, 5xx) by returning a response.
@@ -196,7 +197,7 @@ class Emulator:
     def _admin(self, request: Request) -> Response:
         parts = [p for p in request.path.split("/") if p]
         if request.method == "GET" and parts == ["_byoc", "jobs"]:
-            return _json_response(200, {"jobs": self.jobs()})
+            return _json_response(200, self.jobs())
         if request.method == "POST" and len(parts) == 4 and parts[:2] == ["_byoc", "jobs"] and parts[3] == "kill":
             try:
                 return _json_response(200, self.kill(parts[2]))
