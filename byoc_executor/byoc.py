@@ -169,13 +169,18 @@ class BYOCExecutor(AsyncBaseExecutor):
         try:
             outcome = await _fetch_outcome(s3, status)
         except ResourceNotFoundError:
-            outcome = None
-        if outcome is not None:
-            self._stdout(outcome.stdout)
-            self._stderr(outcome.stderr)
-        if status.state is JobState.COMPLETED and outcome is not None and outcome.ok:
-            return outcome.value
-        if outcome is not None and not outcome.ok:
+            outcome = codec.JobOutcome(ok=False, has_result=False)
+        self._stdout(outcome.stdout)
+        self._stderr(outcome.stderr)
+        if outcome.has_result and outcome.ok:
+            if status.state is JobState.COMPLETED:
+                return outcome.value
+            raise ResultError(
+                f"job {status.job_id} ended {status.raw_status} although its task returned: {status.failure_reason}",
+                job_id=status.job_id,
+                status=status.raw_status,
+            )
+        if outcome.has_result:
             exc = outcome.exception or {}
             self._stderr(f"\nThe electron raised {exc.get('type')} in {settings.service} job {status.job_id}:\n{exc.get('traceback', '')}")
             raise TaskRuntimeError(f"{exc.get('type')}: {exc.get('message')}")

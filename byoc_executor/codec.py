@@ -65,6 +65,8 @@ class JobOutcome:
     exception: dict | None = None
     stdout: str = ""
     stderr: str = ""
+    has_result: bool = True
+    """False when the job died before writing its result: the archive held only what it printed."""
 
 
 def read_results_archive(archive: bytes | str) -> JobOutcome:
@@ -73,8 +75,12 @@ def read_results_archive(archive: bytes | str) -> JobOutcome:
     Args:
         archive: the archive's bytes, or a path to it.
 
+    Returns:
+        The outcome; ``has_result`` is False when the archive holds no result envelope (the job
+        died before writing one), with whatever the task printed until then.
+
     Raises:
-        ResultError: the archive or the envelope is missing, truncated, altered, or written by
+        ResultError: the archive or the envelope is unreadable, truncated, altered, or written by
             other versions. Nothing is unpickled unless every check passed.
     """
     fileobj = io.BytesIO(archive) if isinstance(archive, bytes) else open(archive, "rb")
@@ -87,10 +93,10 @@ def read_results_archive(archive: bytes | str) -> JobOutcome:
                     return ""
                 return tar.extractfile(members[name]).read().decode("utf-8", "replace")  # type: ignore[union-attr]
 
-            if contract.RESULT_FILE not in members:
-                raise ResultError(f"the job's results archive holds no {contract.RESULT_FILE}")
-            raw = tar.extractfile(members[contract.RESULT_FILE]).read()  # type: ignore[union-attr]
             stdout, stderr = text(contract.STDOUT_FILE), text(contract.STDERR_FILE)
+            if contract.RESULT_FILE not in members:
+                return JobOutcome(ok=False, stdout=stdout, stderr=stderr, has_result=False)
+            raw = tar.extractfile(members[contract.RESULT_FILE]).read()  # type: ignore[union-attr]
     except (tarfile.TarError, EOFError, OSError) as e:
         raise ResultError(f"the job's results archive is unreadable: {type(e).__name__}: {e}") from e
     try:

@@ -1,10 +1,41 @@
-"""Test-wide fixtures: hermetic AWS configuration for every test."""
+"""Test-wide setup: an isolated Covalent client, hermetic AWS configuration, shared servers.
+
+The Covalent client configuration is isolated HERE, at import time, because ``import covalent``
+reads it once: nothing in the test session reads or writes the user's ~/.config/covalent.
+"""
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
 
 import pytest
+
+from byoc_executor.local.covalent_server import CovalentServer, isolate_client_config
+
+_HOME = Path(tempfile.mkdtemp(prefix="byoc-tests-"))
+isolate_client_config(_HOME)
+atexit.register(shutil.rmtree, _HOME, ignore_errors=True)
+
+pytest_plugins = ["byoc_executor.local.pytest_plugin"]
+
+IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/byoc-executor:test"
+ROLE = "arn:aws:iam::123456789012:role/byoc-jobs"
+BUCKET = "byoc-tests"
+
+
+def _scrub_aws(env: pytest.MonkeyPatch | None, empty: Path) -> dict[str, str]:
+    (empty / "config").write_text("")
+    (empty / "credentials").write_text("")
+    return {
+        "AWS_CONFIG_FILE": str(empty / "config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(empty / "credentials"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
 
 
 @pytest.fixture(autouse=True)
@@ -13,9 +44,39 @@ def hermetic_aws(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempP
     for name in list(os.environ):
         if name.startswith("AWS_"):
             monkeypatch.delenv(name)
-    empty = tmp_path_factory.mktemp("aws-config")
-    (empty / "config").write_text("")
-    (empty / "credentials").write_text("")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(empty / "config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(empty / "credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    for name, value in _scrub_aws(monkeypatch, tmp_path_factory.mktemp("aws-config")).items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.fixture(scope="session")
+def emulator(byoc_emulator):
+    """The session's emulator, with the tests' bucket created."""
+    from byoc_executor.local.pytest_plugin import emulator_client
+
+    emulator_client(byoc_emulator, "s3").create_bucket(Bucket=BUCKET)
+    return byoc_emulator
+
+
+@pytest.fixture(scope="session")
+def bucket(emulator) -> str:
+    return BUCKET
+
+
+@pytest.fixture(scope="session")
+def covalent_server(emulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CovalentServer]:
+    """A real Covalent server with its own dirs; its [executors.byoc] section points at the emulator."""
+    home = tmp_path_factory.mktemp("covalent-server")
+    section = {
+        "service": "sagemaker",
+        "image_uri": IMAGE,
+        "s3_bucket_name": BUCKET,
+        "role_arn": ROLE,
+        "endpoint_url": emulator.url,
+        "poll_freq": 1.0,
+        "environment": {"BYOC_FROM_CONF": "set-in-covalent-conf"},
+    }
+    env = {k: v for k, v in _scrub_aws(None, tmp_path_factory.mktemp("server-aws")).items()}
+    # The server must not inherit the developer's AWS identity either.
+    env.update({k: "" for k in os.environ if k.startswith("AWS_") and k not in env})
+    with CovalentServer(home, executors={"byoc": section}, env=env) as server:
+        yield server

@@ -12,7 +12,7 @@ import asyncio
 import json
 from typing import Any
 
-from covalent._shared_files.util_classes import Signals
+from covalent.executor.utils import Signals
 
 
 class Listener:

@@ -167,6 +167,11 @@ def test_sagemaker_create_training_job_validation(emulator, change, code, fragme
     assert fragment in info.value.response["Error"]["Message"]
 
 
+def test_emulator_binds_loopback_only():
+    with pytest.raises(ValueError, match="loopback"):
+        Emulator(host="0.0.0.0")
+
+
 def test_unknown_jobs(clients):
     with pytest.raises(clients.braket.exceptions.ResourceNotFoundException):
         clients.braket.get_job(jobArn="arn:aws:braket:us-east-1:123456789012:job/no-such-job")

@@ -16,6 +16,7 @@ from functools import partial
 from pathlib import Path
 
 import boto3
+import cloudpickle
 import pytest
 from covalent._shared_files.util_classes import RESULT_STATUS
 from covalent._workflow.transportable_object import TransportableObject
@@ -25,9 +26,10 @@ from byoc_executor import BYOCExecutor, aws
 from byoc_executor.local import Emulator
 from tests.covalent_listener import Listener
 
-IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/byoc-executor:test"
-ROLE = "arn:aws:iam::123456789012:role/byoc-jobs"
-BUCKET = "byoc-tests"
+from tests.conftest import BUCKET, IMAGE, ROLE
+
+# The tasks below live in this test module, which jobs cannot import: ship them by value.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
 SERVICES = ["braket", "sagemaker"]
 
 
@@ -49,14 +51,6 @@ def sleep_then_return(seconds: float) -> str:
     print("started sleeping", flush=True)
     time.sleep(seconds)
     return "woke up"
-
-
-@pytest.fixture(scope="module")
-def emulator(tmp_path_factory: pytest.TempPathFactory):
-    with Emulator(root=tmp_path_factory.mktemp("emulator")) as emu:
-        s3 = boto3.client("s3", endpoint_url=emu.url, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="y")
-        s3.create_bucket(Bucket=BUCKET)
-        yield emu
 
 
 def boto(emulator: Emulator, service: str):
@@ -106,9 +100,10 @@ async def execute(ex: BYOCExecutor, fn, *args, meanwhile=None, **kwargs):
 
 def jobs_named(emulator: Emulator, service: str, name: str) -> list[dict]:
     if service == "braket":
-        found = boto(emulator, "braket").search_jobs(filters=[{"name": "jobName", "operator": "EQUAL", "values": [name]}])["jobs"]
+        found = boto(emulator, "braket").search_jobs(filters=[{"name": "jobArn", "operator": "CONTAINS", "values": [name]}])["jobs"]
         return [j for j in found if j["jobName"] == name]
-    found = boto(emulator, "sagemaker").list_training_jobs(NameContains=name)["TrainingJobSummaries"]
+    sagemaker = boto(emulator, "sagemaker")
+    found = sagemaker.list_training_jobs(NameContains=name)["TrainingJobSummaries"] if name else sagemaker.list_training_jobs(MaxResults=100)["TrainingJobSummaries"]
     return [j for j in found if j["TrainingJobName"] == name]
 
 
