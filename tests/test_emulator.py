@@ -334,6 +334,8 @@ def test_search_jobs_and_list_training_jobs(clients):
     found = clients.braket.search_jobs(filters=[{"name": "jobArn", "operator": "EQUAL", "values": [arn]}])["jobs"]
     assert [j["jobArn"] for j in found] == [arn] and found[0]["device"]
     assert arn in [j["jobArn"] for j in clients.braket.search_jobs(filters=[])["jobs"]]
+    recent = [{"name": "createdAt", "operator": "GTE", "values": [found[0]["createdAt"].isoformat()]}]
+    assert arn in [j["jobArn"] for j in clients.braket.search_jobs(filters=recent)["jobs"]]
     with pytest.raises(clients.braket.exceptions.ValidationException):
         clients.braket.search_jobs(filters=[{"name": "colour", "operator": "EQUAL", "values": ["red"]}])
     listed = clients.sagemaker.list_training_jobs(NameContains=name_s)["TrainingJobSummaries"]

@@ -20,6 +20,7 @@ a hook may answer in the service's place (throttling, 5xx) by returning a respon
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import shutil
@@ -96,6 +97,9 @@ class Emulator:
         phase_delay: seconds spent in each of the queued, starting, downloading and uploading phases.
         kill_grace: seconds between SIGTERM and SIGKILL when a job is cancelled or stopped.
         log_flush_interval: seconds between CloudWatch Logs batches.
+
+    Raises:
+        ValueError: ``host`` is not a loopback address.
     """
 
     def __init__(
@@ -108,6 +112,8 @@ class Emulator:
         kill_grace: float = 2.0,
         log_flush_interval: float = 0.2,
     ):
+        if not _is_loopback(host):
+            raise ValueError(f"the emulator binds loopback addresses only, not {host!r}: use 127.0.0.1")
         self.host = host
         self.port = port
         self.root = Path(root) if root is not None else None
@@ -284,6 +290,15 @@ class Emulator:
         except ApiError as e:
             return _sagemaker_error(e)
         return Response(json.dumps(answer), status=200, content_type="application/x-amz-json-1.1")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _json_body(request: Request) -> dict:
