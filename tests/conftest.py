@@ -21,14 +21,10 @@ _HOME = Path(tempfile.mkdtemp(prefix="byoc-tests-"))
 isolate_client_config(_HOME)
 atexit.register(shutil.rmtree, _HOME, ignore_errors=True)
 
-pytest_plugins = ["byoc_executor.local.pytest_plugin"]
 
-IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/byoc-executor:test"
-ROLE = "arn:aws:iam::123456789012:role/byoc-jobs"
-BUCKET = "byoc-tests"
-
-
-def _scrub_aws(env: pytest.MonkeyPatch | None, empty: Path) -> dict[str, str]:
+def _scrub_aws(empty: Path) -> dict[str, str]:
+    """Environment that hides every AWS credential and config file, and the metadata service."""
+    empty.mkdir(parents=True, exist_ok=True)
     (empty / "config").write_text("")
     (empty / "credentials").write_text("")
     return {
@@ -38,13 +34,26 @@ def _scrub_aws(env: pytest.MonkeyPatch | None, empty: Path) -> dict[str, str]:
     }
 
 
+# The whole session, and every server it starts (they inherit this environment), sees no AWS
+# identity of the developer's; the autouse fixture below restores this for every test.
+for _name in [n for n in os.environ if n.startswith("AWS_")]:
+    del os.environ[_name]
+os.environ.update(_scrub_aws(_HOME / "aws"))
+
+pytest_plugins = ["byoc_executor.local.pytest_plugin"]
+
+IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/byoc-executor:test"
+ROLE = "arn:aws:iam::123456789012:role/byoc-jobs"
+BUCKET = "byoc-tests"
+
+
 @pytest.fixture(autouse=True)
 def hermetic_aws(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
     """No test sees the machine's AWS credentials or config, or asks an instance metadata service."""
     for name in list(os.environ):
         if name.startswith("AWS_"):
             monkeypatch.delenv(name)
-    for name, value in _scrub_aws(monkeypatch, tmp_path_factory.mktemp("aws-config")).items():
+    for name, value in _scrub_aws(tmp_path_factory.mktemp("aws-config")).items():
         monkeypatch.setenv(name, value)
 
 
@@ -75,8 +84,6 @@ def covalent_server(emulator, tmp_path_factory: pytest.TempPathFactory) -> Itera
         "poll_freq": 1.0,
         "environment": {"BYOC_FROM_CONF": "set-in-covalent-conf"},
     }
-    env = {k: v for k, v in _scrub_aws(None, tmp_path_factory.mktemp("server-aws")).items()}
-    # The server must not inherit the developer's AWS identity either.
-    env.update({k: "" for k in os.environ if k.startswith("AWS_") and k not in env})
-    with CovalentServer(home, executors={"byoc": section}, env=env) as server:
+    # The server inherits the session's scrubbed environment (see the top of this file).
+    with CovalentServer(home, executors={"byoc": section}) as server:
         yield server

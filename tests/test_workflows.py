@@ -43,6 +43,14 @@ def job_status(emulator, service: str, name: str) -> list[str]:
     return [j["TrainingJobStatus"] for j in jobs if j["TrainingJobName"] == name]
 
 
+def describe_failure(result) -> str:
+    """Every node's status, stderr and error: what a failed assertion should show."""
+    lines = [str(result.error)]
+    for name, node in nodes(result).items():
+        lines.append(f"-- {name}: {node['status']}\n{node.get('stderr') or ''}{node.get('error') or ''}")
+    return "\n".join(lines)
+
+
 def nodes(result) -> dict[str, dict]:
     """Node results by node name (electron names are unique in these workflows)."""
     out = {}
@@ -80,7 +88,7 @@ def test_workflow_on_both_services(covalent_server, emulator, bucket) -> None:
 
     dispatch_id = covalent_server.dispatch(workflow, 2, 3)
     result = covalent_server.result(dispatch_id, timeout=240)
-    assert str(result.status) == "COMPLETED", result.error
+    assert str(result.status) == "COMPLETED", describe_failure(result)
     assert result.result == [25, -5]
 
     by_name = nodes(result)
@@ -109,7 +117,7 @@ def test_executor_configured_only_in_covalent_conf(covalent_server, emulator) ->
 
     dispatch_id = covalent_server.dispatch(workflow)
     result = covalent_server.result(dispatch_id, timeout=180)
-    assert str(result.status) == "COMPLETED", result.error
+    assert str(result.status) == "COMPLETED", describe_failure(result)
     assert result.result == "set-in-covalent-conf"
     node_id = nodes(result)["where"]["node_id"]
     assert job_status(emulator, "sagemaker", job_name(dispatch_id, node_id)) == ["Completed"]
