@@ -62,12 +62,24 @@ def build_workflow(braket: BYOCExecutor, sagemaker: BYOCExecutor):
     return workflow
 
 
-def run(braket: BYOCExecutor, sagemaker: BYOCExecutor, dispatcher_url: str, results_dir: Path) -> int:
+def wait_for(dispatch_id: str, dispatcher_url: str, results_dir: Path, timeout: float):
+    """The dispatch's result once it has ended (``get_result(wait=True)`` would wait forever)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = str(ct.get_result(dispatch_id, dispatcher_addr=dispatcher_url, status_only=True)["status"])
+        if status in ("COMPLETED", "FAILED", "CANCELLED"):
+            return ct.get_result(dispatch_id, dispatcher_addr=dispatcher_url, results_dir=str(results_dir))
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"dispatch {dispatch_id} is still {status} after {timeout:.0f}s; cancel it with ct.cancel")
+        time.sleep(0.5)
+
+
+def run(braket: BYOCExecutor, sagemaker: BYOCExecutor, dispatcher_url: str, results_dir: Path, timeout: float = 900) -> int:
     workflow = build_workflow(braket, sagemaker)
     started = time.monotonic()
     dispatch_id = ct.dispatch(workflow, dispatcher_addr=dispatcher_url)(3, 4)
     print(f"dispatched {dispatch_id} to {dispatcher_url}; waiting for the jobs...")
-    result = ct.get_result(dispatch_id, wait=True, dispatcher_addr=dispatcher_url, results_dir=str(results_dir))
+    result = wait_for(dispatch_id, dispatcher_url, results_dir, timeout)
     print(f"\nworkflow {result.status} in {time.monotonic() - started:.1f}s")
     if str(result.status) != "COMPLETED":
         print(f"error: {result.error}", file=sys.stderr)
@@ -76,6 +88,12 @@ def run(braket: BYOCExecutor, sagemaker: BYOCExecutor, dispatcher_url: str, resu
             if str(node["status"]) != "COMPLETED":
                 print(f"node {i} {node['node_name']}: {node['status']}\n{node.get('stderr') or ''}{node.get('error') or ''}", file=sys.stderr)
         return 1
+    print("what the jobs printed:")
+    for i in sorted(result.lattice.transport_graph._graph.nodes):
+        node = result.get_node_result(i)
+        for line in (node.get("stdout") or "").splitlines():
+            print(f"  [{node['node_name']}] {line}")
+    print("results:")
     for key, value in result.result.items():
         print(f"  {key}: {value}")
     return 0
