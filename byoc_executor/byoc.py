@@ -11,6 +11,7 @@ job, record its handle, follow it to a terminal state, download and verify the r
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import logging
 import os
@@ -183,6 +184,9 @@ class BYOCExecutor(AsyncBaseExecutor):
         if outcome.has_result:
             exc = outcome.exception or {}
             self._stderr(f"\nThe electron raised {exc.get('type')} in {settings.service} job {status.job_id}:\n{exc.get('traceback', '')}")
+            if status.failure_reason and exc.get("type", "").endswith("JobStopped"):
+                # The service stopped the task (e.g. its maximum runtime): its reason is the news.
+                self._stderr(f"byoc executor: {settings.service} job {status.job_id} ended {status.raw_status}: {status.failure_reason}\n")
             raise TaskRuntimeError(f"{exc.get('type')}: {exc.get('message')}")
         if status.state is JobState.COMPLETED:
             raise ResultError(f"job {status.job_id} completed but left no result at {status.results_uri}", job_id=status.job_id)
@@ -246,7 +250,7 @@ async def _service(settings: Settings, target: aws.AWSTarget) -> JobService:
 
 def _request(settings: Settings, staged: StagedTask) -> dict[str, Any]:
     if settings.service == "braket":
-        return create_job_request(settings, staged)
+        return create_job_request(settings, staged, hashlib.sha256(_source_archive()).hexdigest())
     return create_training_job_request(settings, staged)
 
 

@@ -18,7 +18,9 @@ What it reads
     hyperparameters.json            SageMaker: /opt/ml/input/config/; Braket: $AMZN_BRAKET_HP_FILE.
                                     Keys: byoc_protocol, byoc_payload_sha256 (the digest the
                                     envelope's body must have), byoc_environment (JSON object of
-                                    environment variables for the task; Braket has no other way)
+                                    environment variables for the task; Braket has no other way),
+                                    byoc_source_sha256 (Braket: the digest the source archive must
+                                    have; checked before anything in it is unpacked or imported)
 
 What it writes
     <results dir>/result.byoc       the result envelope: the return value, or the exception's
@@ -33,6 +35,8 @@ Exit codes
     2  setup failed before the task ran (payload missing or corrupt, version mismatch, bad
        contract); the failure file says why
     3  the task ran but its result could not be written (e.g. it cannot be pickled)
+    A stop or cancel (SIGTERM from the service) is raised inside the task as ``JobStopped``, so a
+    stopped job still leaves its result envelope (with that exception) and a failure file.
 
 The envelope (payload and result alike)
     b"BYOC" | u8 format version | u32 big-endian header length | header (UTF-8 JSON) | body
@@ -71,6 +75,7 @@ BRAKET_ENTRY_POINT = f"{ENTRY_MODULE}:run_job"
 HP_PROTOCOL = "byoc_protocol"
 HP_PAYLOAD_SHA256 = "byoc_payload_sha256"
 HP_ENVIRONMENT = "byoc_environment"
+HP_SOURCE_SHA256 = "byoc_source_sha256"  # Braket: the digest the source archive must have
 
 # --- environment ---------------------------------------------------------------------------------
 ENV_ML_ROOT = "BYOC_ML_ROOT"  # moves /opt/ml (local mode, tests)
@@ -107,6 +112,10 @@ _CHUNK = 1 << 20
 
 class ContractError(Exception):
     """The job's environment, payload or versions do not satisfy the contract above."""
+
+
+class JobStopped(BaseException):
+    """The service stopped the job (SIGTERM) while the task ran: a cancel, a stop or a time limit."""
 
 
 # --- envelopes ------------------------------------------------------------------------------------
@@ -307,6 +316,26 @@ def _exception_outcome(exc: BaseException) -> dict:
     }
 
 
+@contextlib.contextmanager
+def _stop_on_sigterm():
+    """Turn the service's SIGTERM into ``JobStopped`` in the task, so its outcome is still written."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be installed from the main thread
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise JobStopped("the service stopped the job (SIGTERM): a cancel, a stop or its maximum runtime")
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def execute(layout: JobLayout) -> int:
     """Run the job described by ``layout``: verify the payload, run the task, write the result.
 
@@ -341,7 +370,7 @@ def execute(layout: JobLayout) -> int:
         return EXIT_SETUP_FAILED
 
     layout.results_dir.mkdir(parents=True, exist_ok=True)
-    with open(layout.results_dir / STDOUT_FILE, "w") as out, open(layout.results_dir / STDERR_FILE, "w") as err:
+    with _stop_on_sigterm(), open(layout.results_dir / STDOUT_FILE, "w") as out, open(layout.results_dir / STDERR_FILE, "w") as err:
         try:
             with contextlib.redirect_stdout(_Tee(sys.stdout, out)), contextlib.redirect_stderr(_Tee(sys.stderr, err)):
                 try:
@@ -373,24 +402,38 @@ def run_job() -> None:
 
 
 def _fetch_braket_source(layout: JobLayout) -> Callable[[], None]:
-    """Download and unpack the job's source archive and return its entry point.
+    """Download, verify and unpack the job's source and return its entry point.
 
-    Braket's contract: the job names a source archive and an entry point (``module:function``);
-    the container fetches and runs it. byoc-executor's archive holds this very file.
+    Braket's contract: the job names its source (a tar.gz archive, or one file when the
+    compression type is NONE) and an entry point (``module:function``); the container fetches and
+    runs it. byoc-executor's source is this very file. Its digest travels in the hyperparameters,
+    and nothing from S3 is unpacked or imported unless it matches: whoever can write to the bucket
+    cannot make the job run their code.
     """
     import boto3  # only the Braket path needs S3 from inside the job
 
+    expected = layout.hyperparameters().get(HP_SOURCE_SHA256)
+    if not expected:
+        raise ContractError(f"hyperparameter {HP_SOURCE_SHA256} is missing: refusing to run unverified source")
     uri = os.environ[ENV_BRAKET_SCRIPT_S3_URI]
     entry = os.environ.get(ENV_BRAKET_SCRIPT_ENTRY_POINT, BRAKET_ENTRY_POINT)
+    compression = os.environ.get(ENV_BRAKET_SCRIPT_COMPRESSION_TYPE, "GZIP").upper()
     bucket, _, key = uri.removeprefix("s3://").partition("/")
     code_dir = Path(tempfile.mkdtemp(prefix="byoc-code-"))
-    archive = code_dir / SOURCE_ARCHIVE
-    boto3.client("s3").download_file(bucket, key, str(archive))
-    with tarfile.open(archive) as tar:
-        if hasattr(tarfile, "data_filter"):  # refuses absolute paths and links out of code_dir
-            tar.extractall(code_dir, filter="data")
-        else:  # Python before 3.10.12 / 3.11.4
-            tar.extractall(code_dir)
+    download = code_dir / (SOURCE_ARCHIVE if compression == "GZIP" else Path(key).name)
+    boto3.client("s3").download_file(bucket, key, str(download))
+    digest = hashlib.sha256(download.read_bytes()).hexdigest()
+    if digest != expected:
+        raise ContractError(
+            f"the job's source {uri} has digest {digest[:16]}..., not the submitted {expected[:16]}...: "
+            "it was replaced after submission"
+        )
+    if compression == "GZIP":
+        with tarfile.open(download) as tar:
+            if hasattr(tarfile, "data_filter"):  # refuses absolute paths and links out of code_dir
+                tar.extractall(code_dir, filter="data")
+            else:  # Python before 3.10.12 / 3.11.4
+                tar.extractall(code_dir)
     sys.path.insert(0, str(code_dir))
     module_name, _, func_name = entry.partition(":")
     import importlib

@@ -80,13 +80,17 @@ def upload_payload(s3: Any, bucket: str, prefix: str, function: Callable, *args:
     }
 
 
+def source_archive() -> bytes:
+    """The Braket source archive the executor uploads (byoc_entry.py at its root)."""
+    from byoc_executor.byoc import _source_archive
+
+    return _source_archive()
+
+
 def upload_source(s3: Any, bucket: str, prefix: str) -> str:
-    """Upload the Braket source archive (byoc_entry.py at its root); returns its S3 URI."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        tar.add(byoc_entry.__file__, arcname=f"{byoc_entry.ENTRY_MODULE}.py")
+    """Upload the Braket source archive; returns its S3 URI."""
     key = f"{prefix}/{byoc_entry.SOURCE_ARCHIVE}"
-    s3.put_object(Bucket=bucket, Key=key, Body=buf.getvalue())
+    s3.put_object(Bucket=bucket, Key=key, Body=source_archive())
     return f"s3://{bucket}/{key}"
 
 
@@ -105,7 +109,7 @@ def braket_request(name: str, bucket: str, prefix: str, hp: dict, source_uri: st
         "outputDataConfig": {"s3Path": f"s3://{bucket}/{prefix}/output-data"},
         "instanceConfig": {"instanceType": "ml.m5.large", "volumeSizeInGb": 30, "instanceCount": 1},
         "deviceConfig": {"device": DEVICE},
-        "hyperParameters": hp,
+        "hyperParameters": {byoc_entry.HP_SOURCE_SHA256: hashlib.sha256(source_archive()).hexdigest(), **hp},
         "stoppingCondition": {"maxRuntimeInSeconds": 600},
     }
     request.update(overrides)

@@ -52,7 +52,7 @@ def _validate(service: str, operation: str, request: dict) -> None:
 def test_braket_request() -> None:
     s = settings(environment={"OMP_NUM_THREADS": "2"}, tags={"team": "q"}, device="local:braket/braket_sv")
     staged = stage(s, "dispatch-1", 4, "ab" * 32)
-    request = braket.create_job_request(s, staged)
+    request = braket.create_job_request(s, staged, "ef" * 32)
     _validate("braket", "CreateJob", request)
     assert request["jobName"] == staged.job_name
     assert request["clientToken"] == client_token("dispatch-1", 4)
@@ -68,6 +68,7 @@ def test_braket_request() -> None:
         contract.HP_PROTOCOL: str(contract.PROTOCOL_VERSION),
         contract.HP_PAYLOAD_SHA256: "ab" * 32,
         contract.HP_ENVIRONMENT: json.dumps({"OMP_NUM_THREADS": "2"}),
+        contract.HP_SOURCE_SHA256: "ef" * 32,
     }
     assert request["instanceConfig"] == {"instanceType": "ml.m5.large", "instanceCount": 1, "volumeSizeInGb": 30}
     assert request["stoppingCondition"] == {"maxRuntimeInSeconds": 3600}

@@ -226,3 +226,69 @@ def test_result_archive_checks(tmp_path: Path) -> None:
     with pytest.raises(ResultError, match="unreadable"):
         codec.read_results_archive(b"not a tar at all")
     assert hashlib.sha256(good).hexdigest()  # the good envelope was real bytes
+
+
+def test_sigterm_still_leaves_a_result_and_a_failure_file(tmp_path: Path) -> None:
+    """A stop/cancel reaches the container as SIGTERM: the task sees JobStopped and its outcome is written."""
+    import signal
+    import time
+
+    env = make_tree(tmp_path, "sagemaker", time.sleep, (60,))
+    proc = subprocess.Popen(
+        [sys.executable, contract.__file__, "train"],
+        env={**os.environ, **env, "PYTHONPATH": os.pathsep.join(sys.path)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    layout = contract.JobLayout(env)
+    deadline = time.monotonic() + 60
+    while not (layout.results_dir / contract.STDOUT_FILE).exists():  # the task has started
+        assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read() if proc.poll() is not None else ""
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == contract.EXIT_TASK_RAISED
+    assert "JobStopped" in layout.failure_file.read_text()
+    outcome = codec.read_results_archive(results_archive(layout))
+    assert outcome.exception["type"].endswith("JobStopped")
+
+
+def test_replaced_braket_source_is_never_imported(tmp_path: Path, emulator, bucket: str) -> None:
+    """Whoever can write to the bucket swaps the job's source archive: the job refuses it unread."""
+    import hashlib
+
+    import boto3
+
+    from byoc_executor.byoc import _source_archive
+
+    mark = tmp_path / "imported"
+    evil = io.BytesIO()
+    code = f"open({str(mark)!r}, 'w').write('pwned')\ndef run_job():\n    pass\n".encode()
+    with tarfile.open(fileobj=evil, mode="w:gz") as tar:
+        info = tarfile.TarInfo(f"{contract.ENTRY_MODULE}.py")
+        info.size = len(code)
+        tar.addfile(info, io.BytesIO(code))
+    s3 = boto3.client("s3", endpoint_url=emulator.url, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="y")
+    s3.put_object(Bucket=bucket, Key="evil/source.tar.gz", Body=evil.getvalue())
+    genuine = hashlib.sha256(_source_archive()).hexdigest()
+    env = make_tree(tmp_path, "braket", add, (1, 2), hp_extra={contract.HP_SOURCE_SHA256: genuine})
+    env.update(
+        {
+            contract.ENV_BRAKET_SCRIPT_S3_URI: f"s3://{bucket}/evil/source.tar.gz",
+            contract.ENV_BRAKET_SCRIPT_ENTRY_POINT: contract.BRAKET_ENTRY_POINT,
+            "AWS_ENDPOINT_URL": emulator.url,
+            "AWS_ACCESS_KEY_ID": "x",
+            "AWS_SECRET_ACCESS_KEY": "y",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+    )
+    run = subprocess.run(
+        [sys.executable, contract.__file__],
+        env={**os.environ, **env, "PYTHONPATH": os.pathsep.join(sys.path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == contract.EXIT_SETUP_FAILED, run.stderr
+    assert not mark.exists()
+    assert "replaced after submission" in contract.JobLayout(env).failure_file.read_text()

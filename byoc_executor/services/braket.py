@@ -24,9 +24,15 @@ STATES: dict[str, JobState] = {
 }
 
 
-def create_job_request(settings: Settings, staged: StagedTask) -> dict[str, Any]:
-    """The CreateJob request for one electron (pure: nothing is uploaded or sent here)."""
+def create_job_request(settings: Settings, staged: StagedTask, source_sha256: str) -> dict[str, Any]:
+    """The CreateJob request for one electron (pure: nothing is uploaded or sent here).
+
+    Args:
+        source_sha256: the digest of the source archive at ``staged.source``; the job refuses
+            an archive with any other.
+    """
     hp = hyperparameters(staged)
+    hp[contract.HP_SOURCE_SHA256] = source_sha256
     if settings.environment:
         # CreateJob has no environment field: the runner applies this before the task runs.
         hp[contract.HP_ENVIRONMENT] = json.dumps(settings.environment, sort_keys=True)
