@@ -110,7 +110,7 @@ class BYOCExecutor(AsyncBaseExecutor):
             if await self._cancel_requested():
                 raise TaskCancelledError(f"node {node_id} was cancelled before its job was submitted")
             encoded = await asyncio.to_thread(codec.encode_task, function, args, kwargs)
-            staged = stage(settings, dispatch_id, node_id, encoded.body_sha256)
+            staged = stage(settings, dispatch_id, node_id, encoded.hyperparameters())
             target = aws.AWSTarget.of(settings)
             clients = aws.pool()
             s3 = await clients.client("s3", target)
@@ -123,7 +123,7 @@ class BYOCExecutor(AsyncBaseExecutor):
             await self.set_job_handle({"service": settings.service, "job_id": job_id, "region": region})
             log.info("%s:%s submitted as %s job %s", dispatch_id, node_id, settings.service, job_id)
             status = await self._follow(service, job_id, settings)
-            return await self._collect(s3, status, settings)
+            return await self._collect(s3, status, settings, encoded.result_key)
         except BYOCError as e:
             self._stderr(f"byoc executor: {e}\n")
             raise TaskRuntimeError(str(e)) from e
@@ -165,10 +165,10 @@ class BYOCExecutor(AsyncBaseExecutor):
             await asyncio.sleep(interval * random.uniform(0.8, 1.0))
             interval = min(interval * POLL_BACKOFF, settings.poll_freq)
 
-    async def _collect(self, s3: Any, status: JobStatus, settings: Settings) -> Any:
+    async def _collect(self, s3: Any, status: JobStatus, settings: Settings, result_key: str) -> Any:
         """Turn a terminal job into the electron's value, or a TaskRuntimeError that says why."""
         try:
-            outcome = await _fetch_outcome(s3, status)
+            outcome = await _fetch_outcome(s3, status, result_key)
         except ResourceNotFoundError:
             outcome = codec.JobOutcome(ok=False, has_result=False)
         self._stdout(outcome.stdout)
@@ -254,13 +254,13 @@ def _request(settings: Settings, staged: StagedTask) -> dict[str, Any]:
     return create_training_job_request(settings, staged)
 
 
-async def _fetch_outcome(s3: Any, status: JobStatus) -> codec.JobOutcome:
+async def _fetch_outcome(s3: Any, status: JobStatus, result_key: str) -> codec.JobOutcome:
     """Download the job's results archive to a temporary file and verify it (in a worker thread)."""
     fd, path = tempfile.mkstemp(prefix="byoc-result-", suffix=".tar.gz")
     os.close(fd)
     try:
         await storage.download_file(s3, storage.S3Location.parse(status.results_uri), path)
-        return await asyncio.to_thread(codec.read_results_archive, path)
+        return await asyncio.to_thread(codec.read_results_archive, path, result_key)
     finally:
         os.unlink(path)
 

@@ -6,13 +6,17 @@ server's event loop never stalls on a large argument or result.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
+import secrets
 import tarfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import cloudpickle
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from byoc_executor.container import byoc_entry as contract
 from byoc_executor.errors import ResultError, TaskEncodingError
@@ -20,12 +24,29 @@ from byoc_executor.errors import ResultError, TaskEncodingError
 
 @dataclass
 class EncodedTask:
+    """A signed payload envelope, and what the job needs to verify it and authenticate its result.
+
+    The private key that signed the envelope is not kept anywhere: it existed only inside
+    ``encode_task``. ``result_key`` is secret from everyone but the job (see README, threat model).
+    """
+
     envelope: bytes
     body_sha256: str
+    public_key: str
+    result_key: str = field(repr=False)
+
+    def hyperparameters(self) -> dict[str, str]:
+        """What the job needs to verify this payload and authenticate its result."""
+        return {
+            contract.HP_PROTOCOL: str(contract.PROTOCOL_VERSION),
+            contract.HP_PAYLOAD_SHA256: self.body_sha256,
+            contract.HP_PAYLOAD_PUBLIC_KEY: self.public_key,
+            contract.HP_RESULT_KEY: self.result_key,
+        }
 
 
 def encode_task(function: Any, args: list, kwargs: dict) -> EncodedTask:
-    """Pickle the electron into a payload envelope.
+    """Pickle the electron into a payload envelope signed with a fresh Ed25519 key.
 
     Raises:
         TaskEncodingError: the function or an argument cannot be pickled; says which.
@@ -39,9 +60,13 @@ def encode_task(function: Any, args: list, kwargs: dict) -> EncodedTask:
             "Objects such as open files, locks, sockets and live clients cannot travel to a job: "
             "create them inside the electron instead."
         ) from e
+    key = Ed25519PrivateKey.generate()
     out = io.BytesIO()
-    contract.write_envelope(out, body, "payload")
-    return EncodedTask(out.getvalue(), hashlib.sha256(body).hexdigest())
+    contract.write_envelope(
+        out, body, "payload", authenticate=lambda canonical: {"signature": base64.b64encode(key.sign(contract.PAYLOAD_DOMAIN + canonical)).decode()}
+    )
+    public = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return EncodedTask(out.getvalue(), hashlib.sha256(body).hexdigest(), base64.b64encode(public).decode(), secrets.token_hex(32))
 
 
 def _find_unpicklable(function: Any, args: list, kwargs: dict) -> str:
@@ -69,11 +94,13 @@ class JobOutcome:
     """False when the job died before writing its result: the archive held only what it printed."""
 
 
-def read_results_archive(archive: bytes | str) -> JobOutcome:
+def read_results_archive(archive: bytes | str, result_key: str) -> JobOutcome:
     """Verify and unpack a job's ``model.tar.gz``: the result envelope and the captured output.
 
     Args:
         archive: the archive's bytes, or a path to it.
+        result_key: the task's HMAC key (``EncodedTask.result_key``); a result without a valid
+            MAC under it is refused before anything is unpickled.
 
     Returns:
         The outcome; ``has_result`` is False when the archive holds no result envelope (the job
@@ -100,7 +127,7 @@ def read_results_archive(archive: bytes | str) -> JobOutcome:
     except (tarfile.TarError, EOFError, OSError) as e:
         raise ResultError(f"the job's results archive is unreadable: {type(e).__name__}: {e}") from e
     try:
-        header, body = contract.read_envelope(io.BytesIO(raw), "result")
+        header, body = contract.read_envelope(io.BytesIO(raw), "result", verify=contract.hmac_verifier(result_key))
         contract.check_versions(header.get("versions", {}), "result")
     except contract.ContractError as e:
         raise ResultError(f"the job's result failed verification: {e}") from e

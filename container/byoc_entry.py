@@ -20,7 +20,10 @@ What it reads
                                     envelope's body must have), byoc_environment (JSON object of
                                     environment variables for the task; Braket has no other way),
                                     byoc_source_sha256 (Braket: the digest the source archive must
-                                    have; checked before anything in it is unpacked or imported)
+                                    have; checked before anything in it is unpacked or imported),
+                                    byoc_payload_public_key (the per-task Ed25519 key whose private
+                                    half signed the payload and never left the client),
+                                    byoc_result_key (the per-task HMAC key for the result)
 
 What it writes
     <results dir>/result.byoc       the result envelope: the return value, or the exception's
@@ -41,7 +44,12 @@ Exit codes
 The envelope (payload and result alike)
     b"BYOC" | u8 format version | u32 big-endian header length | header (UTF-8 JSON) | body
     The header records the protocol version, the writer's Python/cloudpickle/covalent versions,
-    the body's length and SHA-256. Readers check all of them before unpickling the body.
+    the body's length and SHA-256, and its authentication: a payload carries ``signature``
+    (Ed25519 over PAYLOAD_DOMAIN + the canonical header), a result carries ``mac`` (HMAC-SHA256
+    over RESULT_DOMAIN + the canonical header). The canonical header is the header without those
+    two fields, as sorted compact JSON; it includes the body's digest, so it covers the body.
+    Readers verify the authentication, then the body's length and digest, then the versions, and
+    only then unpickle.
 """
 
 from __future__ import annotations
@@ -76,6 +84,12 @@ HP_PROTOCOL = "byoc_protocol"
 HP_PAYLOAD_SHA256 = "byoc_payload_sha256"
 HP_ENVIRONMENT = "byoc_environment"
 HP_SOURCE_SHA256 = "byoc_source_sha256"  # Braket: the digest the source archive must have
+HP_PAYLOAD_PUBLIC_KEY = "byoc_payload_public_key"  # base64 Ed25519 public key that signed the payload
+HP_RESULT_KEY = "byoc_result_key"  # hex HMAC-SHA256 key that authenticates the result
+
+# Domain separation: a payload signature can never pass for a result MAC, or the reverse.
+PAYLOAD_DOMAIN = b"byoc-executor payload v1\n"
+RESULT_DOMAIN = b"byoc-executor result v1\n"
 
 # --- environment ---------------------------------------------------------------------------------
 ENV_ML_ROOT = "BYOC_ML_ROOT"  # moves /opt/ml (local mode, tests)
@@ -138,8 +152,65 @@ def _distribution_version(name: str) -> str:
         return "absent"
 
 
-def write_envelope(out: BinaryIO, body: bytes, kind: str, extra: dict | None = None) -> dict:
+def canonical_header(header: dict) -> bytes:
+    """The bytes that a signature or MAC covers: the header without its authentication fields."""
+    core = {k: v for k, v in header.items() if k not in ("signature", "mac")}
+    return json.dumps(core, sort_keys=True, separators=(",", ":")).encode()
+
+
+def hmac_authenticator(key_hex: str) -> Callable[[bytes], dict]:
+    """Adds the ``mac`` of a result header (for ``write_envelope(authenticate=...)``)."""
+    import hmac
+
+    key = bytes.fromhex(key_hex)
+    return lambda canonical: {"mac": hmac.new(key, RESULT_DOMAIN + canonical, "sha256").hexdigest()}
+
+
+def hmac_verifier(key_hex: str) -> Callable[[bytes, dict], None]:
+    """Checks the ``mac`` of a result header (for ``read_envelope(verify=...)``)."""
+    import hmac
+
+    key = bytes.fromhex(key_hex)
+
+    def verify(canonical: bytes, header: dict) -> None:
+        mac = header.get("mac")
+        if not isinstance(mac, str):
+            raise ContractError("the result is not authenticated (no MAC): refusing it")
+        if not hmac.compare_digest(mac, hmac.new(key, RESULT_DOMAIN + canonical, "sha256").hexdigest()):
+            raise ContractError("the result's MAC does not verify: it was not written by this task's job, or was altered")
+
+    return verify
+
+
+def signature_verifier(public_key_b64: str) -> Callable[[bytes, dict], None]:
+    """Checks the Ed25519 ``signature`` of a payload header (for ``read_envelope(verify=...)``)."""
+    import base64
+
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    key = Ed25519PublicKey.from_public_bytes(base64.b64decode(public_key_b64))
+
+    def verify(canonical: bytes, header: dict) -> None:
+        signature = header.get("signature")
+        if not isinstance(signature, str):
+            raise ContractError("the payload is not signed: refusing it")
+        try:
+            key.verify(base64.b64decode(signature), PAYLOAD_DOMAIN + canonical)
+        except (InvalidSignature, ValueError) as e:
+            raise ContractError("the payload's signature does not verify: it was not written by the submitting client") from e
+
+    return verify
+
+
+def write_envelope(
+    out: BinaryIO, body: bytes, kind: str, extra: dict | None = None, authenticate: Callable[[bytes], dict] | None = None
+) -> dict:
     """Write ``body`` as an envelope of ``kind`` ("payload" or "result") to ``out``.
+
+    Args:
+        authenticate: given the canonical header, returns the fields that authenticate it
+            (``signature`` or ``mac``).
 
     Returns:
         The header that was written.
@@ -152,6 +223,8 @@ def write_envelope(out: BinaryIO, body: bytes, kind: str, extra: dict | None = N
         "body_sha256": hashlib.sha256(body).hexdigest(),
     }
     header.update(extra or {})
+    if authenticate is not None:
+        header.update(authenticate(canonical_header(header)))
     raw = json.dumps(header, sort_keys=True).encode()
     out.write(_PREFIX.pack(_MAGIC, _FORMAT, len(raw)))
     out.write(raw)
@@ -159,7 +232,12 @@ def write_envelope(out: BinaryIO, body: bytes, kind: str, extra: dict | None = N
     return header
 
 
-def read_envelope(stream: IO[bytes], kind: str, expected_sha256: str | None = None) -> tuple[dict, bytes]:
+def read_envelope(
+    stream: IO[bytes],
+    kind: str,
+    expected_sha256: str | None = None,
+    verify: Callable[[bytes, dict], None] | None = None,
+) -> tuple[dict, bytes]:
     """Read and verify an envelope; the body is returned only if every check passed.
 
     Args:
@@ -167,6 +245,8 @@ def read_envelope(stream: IO[bytes], kind: str, expected_sha256: str | None = No
         kind: the kind the caller expects.
         expected_sha256: the body digest the caller was told out of band, if any. When given, a
             body that merely matches its own header is not enough.
+        verify: checks the header's authentication (``signature_verifier``/``hmac_verifier``);
+            it runs before the body is even read.
 
     Raises:
         ContractError: wrong magic or format, wrong kind or protocol, truncated, digest mismatch.
@@ -186,6 +266,10 @@ def read_envelope(stream: IO[bytes], kind: str, expected_sha256: str | None = No
         header = json.loads(raw)
     except ValueError as e:
         raise ContractError(f"the {kind} header is not JSON: {e}") from e
+    if not isinstance(header, dict):
+        raise ContractError(f"the {kind} header is not a JSON object")
+    if verify is not None:
+        verify(canonical_header(header), header)
     if header.get("kind") != kind:
         raise ContractError(f"expected a {kind} envelope, found {header.get('kind')!r}")
     if header.get("protocol") != PROTOCOL_VERSION:
@@ -291,14 +375,14 @@ def _write_failure(layout: JobLayout, summary: str) -> None:
     layout.failure_file.write_text(summary[:FAILURE_REASON_LIMIT])
 
 
-def _write_result(layout: JobLayout, outcome: dict) -> None:
+def _write_result(layout: JobLayout, outcome: dict, result_key: str) -> None:
     import cloudpickle
 
     body = cloudpickle.dumps(outcome)
     layout.results_dir.mkdir(parents=True, exist_ok=True)
     tmp = layout.results_dir / (RESULT_FILE + ".part")
     with open(tmp, "wb") as f:
-        write_envelope(f, body, "result")
+        write_envelope(f, body, "result", authenticate=hmac_authenticator(result_key))
     tmp.replace(layout.results_dir / RESULT_FILE)
 
 
@@ -349,13 +433,16 @@ def execute(layout: JobLayout) -> int:
                 f"the client speaks protocol {hp.get(HP_PROTOCOL)}, this image speaks {PROTOCOL_VERSION}: "
                 "rebuild the image from the same byoc-executor version as the client"
             )
-        expected = hp.get(HP_PAYLOAD_SHA256)
-        if not expected:
-            raise ContractError(f"hyperparameter {HP_PAYLOAD_SHA256} is missing")
+        missing = [k for k in (HP_PAYLOAD_SHA256, HP_PAYLOAD_PUBLIC_KEY, HP_RESULT_KEY) if not hp.get(k)]
+        if missing:
+            raise ContractError(f"hyperparameters {', '.join(missing)} are missing: refusing an unauthenticated task")
+        result_key = hp[HP_RESULT_KEY]
         if not layout.payload_file.exists():
             raise ContractError(f"the payload is missing: no {layout.payload_file} (input channel '{PAYLOAD_CHANNEL}')")
         with open(layout.payload_file, "rb") as f:
-            header, body = read_envelope(f, "payload", expected_sha256=expected)
+            header, body = read_envelope(
+                f, "payload", expected_sha256=hp[HP_PAYLOAD_SHA256], verify=signature_verifier(hp[HP_PAYLOAD_PUBLIC_KEY])
+            )
         check_versions(header.get("versions", {}), "payload")
         os.environ.update(json.loads(hp.get(HP_ENVIRONMENT) or "{}"))
         import cloudpickle
@@ -383,7 +470,7 @@ def execute(layout: JobLayout) -> int:
             sys.stdout.flush()
             sys.stderr.flush()
     try:
-        _write_result(layout, outcome)
+        _write_result(layout, outcome, result_key)
     except Exception as e:
         summary = f"byoc-executor could not write the result: {type(e).__name__}: {e}"
         print(summary, file=sys.stderr, flush=True)

@@ -70,14 +70,11 @@ def unique(prefix: str) -> str:
 
 def upload_payload(s3: Any, bucket: str, prefix: str, function: Callable, *args: Any) -> dict[str, str]:
     """Upload a task envelope to ``s3://bucket/prefix/payload/`` and return the hyperparameters."""
-    body = cloudpickle.dumps({"function": function, "args": list(args), "kwargs": {}})
-    buf = io.BytesIO()
-    byoc_entry.write_envelope(buf, body, "payload")
-    s3.put_object(Bucket=bucket, Key=f"{prefix}/{byoc_entry.PAYLOAD_CHANNEL}/{byoc_entry.PAYLOAD_FILE}", Body=buf.getvalue())
-    return {
-        byoc_entry.HP_PROTOCOL: str(byoc_entry.PROTOCOL_VERSION),
-        byoc_entry.HP_PAYLOAD_SHA256: hashlib.sha256(body).hexdigest(),
-    }
+    from byoc_executor.codec import encode_task
+
+    encoded = encode_task(function, list(args), {})
+    s3.put_object(Bucket=bucket, Key=f"{prefix}/{byoc_entry.PAYLOAD_CHANNEL}/{byoc_entry.PAYLOAD_FILE}", Body=encoded.envelope)
+    return encoded.hyperparameters()
 
 
 def source_archive() -> bytes:

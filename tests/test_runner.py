@@ -56,11 +56,16 @@ def make_tree(tmp_path: Path, service: str, function, args=(), kwargs=None, *, t
     layout = contract.JobLayout(env)
     layout.payload_file.parent.mkdir(parents=True)
     layout.payload_file.write_bytes(envelope)
-    hp = {contract.HP_PROTOCOL: str(contract.PROTOCOL_VERSION), contract.HP_PAYLOAD_SHA256: encoded.body_sha256}
+    hp = encoded.hyperparameters()
     hp.update(hp_extra or {})
     layout.hp_file.parent.mkdir(parents=True, exist_ok=True)
     layout.hp_file.write_text(json.dumps(hp))
     return env
+
+
+def read_result(layout: contract.JobLayout) -> codec.JobOutcome:
+    """What the client makes of the job's results archive, with the task's own result key."""
+    return codec.read_results_archive(results_archive(layout), layout.hyperparameters()[contract.HP_RESULT_KEY])
 
 
 def results_archive(layout: contract.JobLayout) -> bytes:
@@ -78,7 +83,7 @@ def test_round_trip(tmp_path: Path, service: str, capsys: pytest.CaptureFixture)
     assert layout.service == service
     assert contract.execute(layout) == contract.EXIT_OK
     assert not layout.failure_file.exists()
-    outcome = codec.read_results_archive(results_archive(layout))
+    outcome = read_result(layout)
     assert outcome.ok and outcome.value == 5
     assert outcome.stdout == "adding 2 and 3\n"
     assert outcome.stderr == "to stderr\n"
@@ -91,7 +96,7 @@ def test_raising_task(tmp_path: Path, service: str) -> None:
     layout = contract.JobLayout(make_tree(tmp_path, service, explode))
     assert contract.execute(layout) == contract.EXIT_TASK_RAISED
     assert layout.failure_file.read_text() == f"{CustomError.__module__}.CustomError: it broke"
-    outcome = codec.read_results_archive(results_archive(layout))
+    outcome = read_result(layout)
     assert not outcome.ok
     assert outcome.exception["type"] == f"{CustomError.__module__}.CustomError"
     assert outcome.exception["message"] == "it broke"
@@ -123,15 +128,43 @@ def test_tampered_payload_is_refused_before_unpickling(tmp_path: Path) -> None:
 
     def swap(envelope: bytes) -> bytes:
         # An attacker with write access to the bucket replaces the payload with a well-formed
-        # envelope of their own whose unpickling has a side effect.
+        # envelope of their own, signed with their own key, whose unpickling has a side effect.
+        return codec.encode_task(Mark(str(mark)), [], {}).envelope
+
+    def unsigned(envelope: bytes) -> bytes:
         out = io.BytesIO()
         contract.write_envelope(out, cloudpickle.dumps(Mark(str(mark))), "payload")
         return out.getvalue()
 
-    layout = contract.JobLayout(make_tree(tmp_path, "sagemaker", add, (1, 2), tamper=swap))
+    for tamper, reason in ((swap, "signature does not verify"), (unsigned, "not signed")):
+        layout = contract.JobLayout(make_tree(tmp_path / tamper.__name__, "sagemaker", add, (1, 2), tamper=tamper))
+        assert contract.execute(layout) == contract.EXIT_SETUP_FAILED
+        assert not mark.exists()
+        assert reason in layout.failure_file.read_text()
+
+
+def test_payload_without_keys_is_refused(tmp_path: Path) -> None:
+    layout = contract.JobLayout(make_tree(tmp_path, "sagemaker", add, (1, 2), hp_extra={contract.HP_PAYLOAD_PUBLIC_KEY: ""}))
     assert contract.execute(layout) == contract.EXIT_SETUP_FAILED
-    assert not mark.exists()
-    assert "replaced after submission" in layout.failure_file.read_text()
+    assert "unauthenticated" in layout.failure_file.read_text()
+
+
+def test_forged_or_unauthenticated_result_is_refused_before_unpickling(tmp_path: Path) -> None:
+    """Whoever can write to the bucket replaces the result: the client refuses it unread."""
+    layout = contract.JobLayout(make_tree(tmp_path, "sagemaker", add, (1, 2)))
+    assert contract.execute(layout) == contract.EXIT_OK
+    key = layout.hyperparameters()[contract.HP_RESULT_KEY]
+    mark = tmp_path / "client-mark"
+    body = cloudpickle.dumps({"ok": True, "value": Mark(str(mark))})
+    for authenticate, reason in (
+        (None, "not authenticated"),
+        (contract.hmac_authenticator("00" * 32), "MAC does not verify"),
+    ):
+        with open(layout.results_dir / contract.RESULT_FILE, "wb") as f:
+            contract.write_envelope(f, body, "result", authenticate=authenticate)
+        with pytest.raises(ResultError, match=reason):
+            codec.read_results_archive(results_archive(layout), key)
+        assert not mark.exists()
 
 
 @pytest.mark.parametrize(
@@ -139,6 +172,7 @@ def test_tampered_payload_is_refused_before_unpickling(tmp_path: Path) -> None:
     [
         (lambda b: b[:-10], "truncated"),
         (lambda b: b[:-1] + bytes([b[-1] ^ 1]), "does not match its digest"),
+        (lambda b: b.replace(b'"body_length"', b'"body_lengtH"'), "signature does not verify"),
         (lambda b: b"PK\x03\x04" + b[4:], "not a byoc-executor envelope"),
         (lambda b: b[:5], "truncated"),
     ],
@@ -186,7 +220,7 @@ def test_environment_hyperparameter_reaches_the_task(tmp_path: Path, monkeypatch
     )
     layout = contract.JobLayout(env)
     assert contract.execute(layout) == contract.EXIT_OK
-    assert codec.read_results_archive(results_archive(layout)).value == "hello"
+    assert read_result(layout).value == "hello"
 
 
 def test_entry_script_runs_as_a_program(tmp_path: Path) -> None:
@@ -201,7 +235,7 @@ def test_entry_script_runs_as_a_program(tmp_path: Path) -> None:
     )
     assert run.returncode == contract.EXIT_OK, run.stderr
     assert "adding 20 and 22" in run.stdout
-    assert codec.read_results_archive(results_archive(contract.JobLayout(env))).value == 42
+    assert read_result(contract.JobLayout(env)).value == 42
 
 
 def test_unpicklable_argument_names_the_culprit() -> None:
@@ -219,12 +253,12 @@ def test_result_archive_checks(tmp_path: Path) -> None:
     good = result.read_bytes()
     result.write_bytes(good[:-3])
     with pytest.raises(ResultError, match="truncated"):
-        codec.read_results_archive(results_archive(layout))
+        read_result(layout)
     result.unlink()
-    died = codec.read_results_archive(results_archive(layout))
+    died = read_result(layout)
     assert not died.has_result and not died.ok and died.stdout == "adding 1 and 1\n"
     with pytest.raises(ResultError, match="unreadable"):
-        codec.read_results_archive(b"not a tar at all")
+        codec.read_results_archive(b"not a tar at all", "00" * 32)
     assert hashlib.sha256(good).hexdigest()  # the good envelope was real bytes
 
 
@@ -249,7 +283,7 @@ def test_sigterm_still_leaves_a_result_and_a_failure_file(tmp_path: Path) -> Non
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == contract.EXIT_TASK_RAISED
     assert "JobStopped" in layout.failure_file.read_text()
-    outcome = codec.read_results_archive(results_archive(layout))
+    outcome = read_result(layout)
     assert outcome.exception["type"].endswith("JobStopped")
 
 

@@ -46,7 +46,8 @@ class LogShipper:
         self._thread.start()
 
     def put(self, message: str, timestamp_ms: int | None = None) -> None:
-        """Queue one log line."""
+        """Queue one log line (an empty line is kept as one space: PutLogEvents refuses empty messages)."""
+        message = message or " "
         data = message.encode("utf-8", "replace")
         if len(data) > MAX_EVENT_BYTES:
             message = data[:MAX_EVENT_BYTES].decode("utf-8", "ignore")

@@ -74,7 +74,8 @@ class StagedTask:
     job_name: str
     client_token: str
     base: S3Location
-    payload_sha256: str
+    task_hyperparameters: dict[str, str] = field(repr=False)
+    """From ``EncodedTask.hyperparameters()``: how the job verifies the payload and signs the result."""
 
     @property
     def payload_prefix(self) -> S3Location:
@@ -112,22 +113,19 @@ def client_token(dispatch_id: str, node_id: int | str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"byoc-executor:{dispatch_id}:{node_id}"))
 
 
-def stage(settings: Settings, dispatch_id: str, node_id: int | str, payload_sha256: str) -> StagedTask:
+def stage(settings: Settings, dispatch_id: str, node_id: int | str, task_hyperparameters: dict[str, str]) -> StagedTask:
     prefix = "/".join(p for p in (settings.s3_prefix.strip("/"), str(dispatch_id), f"node-{node_id}") if p)
     return StagedTask(
         job_name=job_name(dispatch_id, node_id),
         client_token=client_token(dispatch_id, node_id),
         base=S3Location(settings.s3_bucket_name, prefix),
-        payload_sha256=payload_sha256,
+        task_hyperparameters=dict(task_hyperparameters),
     )
 
 
 def hyperparameters(staged: StagedTask) -> dict[str, str]:
     """What every job tells the runner (all values strings, as both APIs require)."""
-    return {
-        contract.HP_PROTOCOL: str(contract.PROTOCOL_VERSION),
-        contract.HP_PAYLOAD_SHA256: staged.payload_sha256,
-    }
+    return dict(staged.task_hyperparameters)
 
 
 class JobService(Protocol):
