@@ -77,6 +77,7 @@ class BYOCExecutor(AsyncBaseExecutor):
         environment: dict[str, str] | None = None,
         tags: dict[str, str] | None = None,
         endpoint_url: str | None = None,
+        keep_artifacts: bool | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -123,7 +124,10 @@ class BYOCExecutor(AsyncBaseExecutor):
             await self.set_job_handle({"service": settings.service, "job_id": job_id, "region": region})
             log.info("%s:%s submitted as %s job %s", dispatch_id, node_id, settings.service, job_id)
             status = await self._follow(service, job_id, settings)
-            return await self._collect(s3, status, settings, encoded.result_key)
+            value = await self._collect(s3, status, settings, encoded.result_key)
+            if not settings.keep_artifacts:
+                await _delete_artifacts(s3, staged)
+            return value
         except BYOCError as e:
             self._stderr(f"byoc executor: {e}\n")
             raise TaskRuntimeError(str(e)) from e
@@ -263,6 +267,15 @@ async def _fetch_outcome(s3: Any, status: JobStatus, result_key: str) -> codec.J
         return await asyncio.to_thread(codec.read_results_archive, path, result_key)
     finally:
         os.unlink(path)
+
+
+async def _delete_artifacts(s3: Any, staged: StagedTask) -> None:
+    """Delete a task's S3 artifacts once its result is safe. A failure here loses nothing: warn only."""
+    try:
+        deleted = await storage.delete_prefix(s3, storage.S3Location(staged.base.bucket, staged.base.key.rstrip("/") + "/"))
+        log.debug("deleted %d artifacts of %s", deleted, staged.job_name)
+    except BYOCError as e:
+        log.warning("could not delete the artifacts under %s: %s", staged.base.uri, e)
 
 
 async def _log_tail(settings: Settings, status: JobStatus) -> str:

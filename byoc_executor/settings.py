@@ -71,6 +71,7 @@ class Settings:
     environment: dict = _setting({}, "Environment variables for the task (string to string).")
     tags: dict = _setting({}, "Tags for the job (string to string).")
     endpoint_url: str = _setting("", "One endpoint for every AWS service (local mode and tests: the emulator's URL). Empty: AWS itself.")
+    keep_artifacts: bool = _setting(False, "Keep the task's S3 artifacts after its result was fetched and verified (they are always kept after a failure).")
 
     # -- checks -----------------------------------------------------------------------------------
 
@@ -90,6 +91,8 @@ class Settings:
             raise ConfigurationError("service", f"is {self.service!r}", 'use "braket" or "sagemaker"')
         for f in fields(self):
             value = getattr(self, f.name)
+            if f.type == "bool" and not isinstance(value, bool):
+                raise ConfigurationError(f.name, f"must be true or false, got {value!r}", "give a boolean")
             if f.type in ("int", "float") and (isinstance(value, bool) or not isinstance(value, (int, float))):
                 raise ConfigurationError(f.name, f"must be a number, got {value!r}", "give a number")
             if f.type == "int" and not float(value).is_integer():

@@ -209,3 +209,29 @@ async def test_environment_reaches_the_task_on_both_services(emulator: Emulator)
         value, _, stderr, status, _ = await execute(executor(emulator, service, environment={"BYOC_GREETING": service}), read, "BYOC_GREETING")
         assert status == RESULT_STATUS.COMPLETED, stderr
         assert value == service
+
+
+@pytest.mark.parametrize("service", SERVICES)
+async def test_max_runtime_exceeded_fails_the_node_with_the_reason(emulator, service: str) -> None:
+    _, _, stderr, status, _ = await execute(executor(emulator, service, max_runtime=2), sleep_then_return, 60)
+    assert status == RESULT_STATUS.FAILED
+    assert "MaxRuntimeExceeded" in stderr or "MAX_RUNTIME_EXCEEDED" in stderr or "maxRuntimeInSeconds" in stderr, stderr
+
+
+def artifacts(emulator, prefix: str) -> list[str]:
+    s3 = boto(emulator, "s3")
+    return [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])]
+
+
+@pytest.mark.parametrize("service", SERVICES)
+async def test_artifacts_deleted_after_a_verified_result_kept_after_failure(emulator, service: str) -> None:
+    _, _, stderr, status, listener = await execute(executor(emulator, service, s3_prefix="clean"), add_and_print, 1, 1)
+    assert status == RESULT_STATUS.COMPLETED, stderr
+    assert artifacts(emulator, "clean/") == []
+    _, _, _, status, listener = await execute(executor(emulator, service, s3_prefix="kept"), raise_custom, "x")
+    assert status == RESULT_STATUS.FAILED
+    kept = artifacts(emulator, "kept/")
+    assert any(k.endswith("payload/task.byoc") for k in kept) and any(k.endswith("model.tar.gz") for k in kept)
+    _, _, _, status, _ = await execute(executor(emulator, service, s3_prefix="keep", keep_artifacts=True), add_and_print, 1, 1)
+    assert status == RESULT_STATUS.COMPLETED
+    assert any(k.endswith("model.tar.gz") for k in artifacts(emulator, "keep/"))
