@@ -3,6 +3,7 @@
 Subcommands:
     local   serve the Braket + SageMaker job emulator (with moto for S3, Logs, STS) on
             ``http://127.0.0.1:PORT`` until SIGINT or SIGTERM.
+    doctor  check the executor's settings, credentials, bucket and job API (see doctor.py).
 
 Each subcommand is a ``_add_<name>(subparsers)`` that registers its parser and sets ``func``.
 """
@@ -64,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     _add_local(subparsers)
+    from byoc_executor import doctor
+
+    doctor.add_parser(subparsers)
     return parser
 
 

@@ -87,67 +87,87 @@ class Settings:
         Raises:
             ConfigurationError: the first setting that is wrong, with how to fix it.
         """
+        problems = self.shape_problems(complete)
+        if problems:
+            raise problems[0]
+
+    def shape_problems(self, complete: bool = True) -> list[ConfigurationError]:
+        """Every setting that is wrong (``check_shapes`` raises the first; ``doctor`` lists them all)."""
         if self.service not in SERVICES:
-            raise ConfigurationError("service", f"is {self.service!r}", 'use "braket" or "sagemaker"')
+            return [ConfigurationError("service", f"is {self.service!r}", 'use "braket" or "sagemaker"')]
+        problems: list[ConfigurationError] = []
+        add = problems.append
         for f in fields(self):
             value = getattr(self, f.name)
             if f.type == "bool" and not isinstance(value, bool):
-                raise ConfigurationError(f.name, f"must be true or false, got {value!r}", "give a boolean")
-            if f.type in ("int", "float") and (isinstance(value, bool) or not isinstance(value, (int, float))):
-                raise ConfigurationError(f.name, f"must be a number, got {value!r}", "give a number")
-            if f.type == "int" and not float(value).is_integer():
-                raise ConfigurationError(f.name, f"must be a whole number, got {value!r}", "give an integer")
-            if f.type == "str" and not isinstance(value, str):
-                raise ConfigurationError(f.name, f"must be a string, got {type(value).__name__}", "give a string")
-            if f.type == "dict" and not (isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())):
-                raise ConfigurationError(f.name, f"must map strings to strings, got {value!r}", 'e.g. {"KEY": "value"}')
-            if f.metadata.get("required") and not value and complete:
-                raise ConfigurationError(f.name, "is required", f"pass {f.name}=... or set it in the [executors.byoc] section of covalent.conf")
+                add(ConfigurationError(f.name, f"must be true or false, got {value!r}", "give a boolean"))
+            elif f.type in ("int", "float") and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                add(ConfigurationError(f.name, f"must be a number, got {value!r}", "give a number"))
+            elif f.type == "int" and not float(value).is_integer():
+                add(ConfigurationError(f.name, f"must be a whole number, got {value!r}", "give an integer"))
+            elif f.type == "str" and not isinstance(value, str):
+                add(ConfigurationError(f.name, f"must be a string, got {type(value).__name__}", "give a string"))
+            elif f.type == "dict" and not (isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())):
+                add(ConfigurationError(f.name, f"must map strings to strings, got {value!r}", 'e.g. {"KEY": "value"}'))
+            elif f.metadata.get("required") and not value and complete:
+                add(ConfigurationError(f.name, "is required", f"pass {f.name}=... or set it in the [executors.byoc] section of covalent.conf"))
+        if problems:
+            return problems  # the checks below assume the types are right
 
         image = _ECR_IMAGE.match(self.image_uri)
-        if not image and (self.image_uri or complete):
-            raise ConfigurationError(
+        if not image and self.image_uri:
+            add(ConfigurationError(
                 "image_uri",
                 f"{self.image_uri!r} is not an ECR image URI",
                 "use <account>.dkr.ecr.<region>.amazonaws.com/<repository>:<tag>, as printed by container/build_and_push.sh",
-            )
+            ))
         if image and self.service == "braket" and not image.group("ref"):
-            raise ConfigurationError("image_uri", f"{self.image_uri!r} has no tag or digest", "Braket needs one: append :<tag>")
-        if not _BUCKET.match(self.s3_bucket_name) and (self.s3_bucket_name or complete):
-            raise ConfigurationError("s3_bucket_name", f"{self.s3_bucket_name!r} is not a valid bucket name", "use the bucket name alone, without s3://")
+            add(ConfigurationError("image_uri", f"{self.image_uri!r} has no tag or digest", "Braket needs one: append :<tag>"))
+        if self.s3_bucket_name and not _BUCKET.match(self.s3_bucket_name):
+            add(ConfigurationError("s3_bucket_name", f"{self.s3_bucket_name!r} is not a valid bucket name", "use the bucket name alone, without s3://"))
         if self.s3_prefix.startswith("/") or "//" in self.s3_prefix:
-            raise ConfigurationError("s3_prefix", f"{self.s3_prefix!r} has an empty path segment", "drop leading and doubled slashes")
-        if not _ROLE_ARN.match(self.role_arn) and (self.role_arn or complete):
-            raise ConfigurationError("role_arn", f"{self.role_arn!r} is not an IAM role ARN", "use arn:aws:iam::<account>:role/<name>")
+            add(ConfigurationError("s3_prefix", f"{self.s3_prefix!r} has an empty path segment", "drop leading and doubled slashes"))
+        if self.role_arn and not _ROLE_ARN.match(self.role_arn):
+            add(ConfigurationError("role_arn", f"{self.role_arn!r} is not an IAM role ARN", "use arn:aws:iam::<account>:role/<name>"))
         if self.region and not _REGION.match(self.region):
-            raise ConfigurationError("region", f"{self.region!r} is not an AWS region name", "e.g. us-east-1")
+            add(ConfigurationError("region", f"{self.region!r} is not an AWS region name", "e.g. us-east-1"))
         if self.service == "braket" and not (_DEVICE_ARN.match(self.device) or _LOCAL_DEVICE.match(self.device)):
-            raise ConfigurationError(
+            add(ConfigurationError(
                 "device",
                 f"{self.device!r} is not a Braket device",
                 "use a device ARN such as arn:aws:braket:::device/quantum-simulator/amazon/sv1, or local:<provider>/<simulator>",
-            )
+            ))
         if not self.instance_type.startswith("ml."):
-            raise ConfigurationError("instance_type", f"{self.instance_type!r} is not a training instance type", "use an ml.* type, e.g. ml.m5.large")
+            add(ConfigurationError("instance_type", f"{self.instance_type!r} is not a training instance type", "use an ml.* type, e.g. ml.m5.large"))
         if self.instance_count < 1 or (self.service == "braket" and self.instance_count > BRAKET_MAX_INSTANCES):
             limit = f"1 to {BRAKET_MAX_INSTANCES}" if self.service == "braket" else "at least 1"
-            raise ConfigurationError("instance_count", f"is {self.instance_count}", f"use {limit}")
+            add(ConfigurationError("instance_count", f"is {self.instance_count}", f"use {limit}"))
         if self.volume_size_gb < 1:
-            raise ConfigurationError("volume_size_gb", f"is {self.volume_size_gb}", "use at least 1")
+            add(ConfigurationError("volume_size_gb", f"is {self.volume_size_gb}", "use at least 1"))
         limit = BRAKET_MAX_RUNTIME if self.service == "braket" else SAGEMAKER_MAX_RUNTIME
         if not 1 <= self.max_runtime <= limit:
-            raise ConfigurationError("max_runtime", f"is {self.max_runtime} s", f"{self.service} accepts 1 to {limit} seconds")
+            add(ConfigurationError("max_runtime", f"is {self.max_runtime} s", f"{self.service} accepts 1 to {limit} seconds"))
         if not 0 < self.poll_freq <= 3600:
-            raise ConfigurationError("poll_freq", f"is {self.poll_freq}", "use a number of seconds above 0 and at most 3600")
-        for name in self.environment:
-            if not _ENV_NAME.match(name):
-                raise ConfigurationError("environment", f"{name!r} is not a valid variable name", "use letters, digits and _")
+            add(ConfigurationError("poll_freq", f"is {self.poll_freq}", "use a number of seconds above 0 and at most 3600"))
+        bad_names = [name for name in self.environment if not _ENV_NAME.match(name)]
+        if bad_names:
+            add(ConfigurationError("environment", f"{bad_names[0]!r} is not a valid variable name", "use letters, digits and _"))
         if len(self.tags) > 50:
-            raise ConfigurationError("tags", f"has {len(self.tags)} tags", "AWS allows at most 50 per resource")
+            add(ConfigurationError("tags", f"has {len(self.tags)} tags", "AWS allows at most 50 per resource"))
         if self.endpoint_url:
             url = urlparse(self.endpoint_url)
             if url.scheme not in ("http", "https") or not url.hostname:
-                raise ConfigurationError("endpoint_url", f"{self.endpoint_url!r} is not an http(s) URL", "e.g. http://127.0.0.1:4566")
+                add(ConfigurationError("endpoint_url", f"{self.endpoint_url!r} is not an http(s) URL", "e.g. http://127.0.0.1:4566"))
+        return problems
+
+    def model_problems(self) -> list[ConfigurationError]:
+        """What botocore's service models say the API would refuse (reads botocore's data files)."""
+        accepted = instance_types(self.service)
+        if self.instance_type in accepted:
+            return []
+        near = sorted(t for t in accepted if t.split(".")[1:2] == self.instance_type.split(".")[1:2])
+        hint = f"{self.service} accepts e.g. {', '.join(near[:6] or sorted(accepted)[:6])}"
+        return [ConfigurationError("instance_type", f"{self.instance_type!r} is not an instance type {self.service} jobs accept", hint)]
 
     def check_against_models(self) -> None:
         """``check_shapes``, plus what botocore's service models say the API accepts.
@@ -156,11 +176,9 @@ class Settings:
             ConfigurationError: naming the setting and the accepted values.
         """
         self.check_shapes()
-        accepted = instance_types(self.service)
-        if self.instance_type not in accepted:
-            near = sorted(t for t in accepted if t.split(".")[1:2] == self.instance_type.split(".")[1:2])
-            hint = f"{self.service} accepts e.g. {', '.join(near[:6] or sorted(accepted)[:6])}"
-            raise ConfigurationError("instance_type", f"{self.instance_type!r} is not an instance type {self.service} jobs accept", hint)
+        problems = self.model_problems()
+        if problems:
+            raise problems[0]
 
     # -- derived values ---------------------------------------------------------------------------
 
