@@ -28,6 +28,7 @@ from covalent.executor.base import AsyncBaseExecutor
 from byoc_executor import aws, codec, storage
 from byoc_executor.container import byoc_entry as contract
 from byoc_executor.errors import BYOCError, ResourceNotFoundError, ResultError
+from byoc_executor.joblogs import LogFollower
 from byoc_executor.services import JobService, JobState, JobStatus, StagedTask, stage
 from byoc_executor.services.braket import BraketJobs, create_job_request
 from byoc_executor.services.sagemaker import SageMakerTrainingJobs, create_training_job_request
@@ -123,8 +124,9 @@ class BYOCExecutor(AsyncBaseExecutor):
             region = await clients.region(target)
             await self.set_job_handle({"service": settings.service, "job_id": job_id, "region": region})
             log.info("%s:%s submitted as %s job %s", dispatch_id, node_id, settings.service, job_id)
-            status = await self._follow(service, job_id, settings)
-            value = await self._collect(s3, status, settings, encoded.result_key)
+            follower = LogFollower(await clients.client("logs", target), service.log_group, f"{staged.job_name}/")
+            status = await self._follow(service, job_id, settings, follower)
+            value = await self._collect(s3, status, settings, encoded.result_key, follower)
             if not settings.keep_artifacts:
                 await _delete_artifacts(s3, staged)
             return value
@@ -137,17 +139,31 @@ class BYOCExecutor(AsyncBaseExecutor):
         if settings.service == "braket":
             await storage.put_bytes(s3, staged.source, _source_archive())
 
-    async def _follow(self, service: JobService, job_id: str, settings: Settings) -> JobStatus:
-        """Poll until the job ends: fast at first, backing off to ``poll_freq``; cancel if Covalent asks."""
+    async def _follow(self, service: JobService, job_id: str, settings: Settings, follower: LogFollower) -> JobStatus:
+        """Poll until the job ends: fast at first, backing off to ``poll_freq``; cancel if Covalent asks.
+
+        While the job runs, its new log lines go to this process's log (the Covalent server's
+        log: Covalent 0.240 publishes a node's stdout/stderr only when the node ends) and its
+        progress events to the node's stderr as ``[byoc]`` lines. The logs are read once more
+        after the job ends.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + settings.max_runtime + QUEUE_ALLOWANCE
         interval, last = FIRST_POLL, None
         cancelling_since: float | None = None
+        reported = 0
         while True:
             status = await service.describe(job_id)
+            for event in status.progress[reported:]:
+                self._stderr(f"[byoc] {settings.service} job {status.job_id}: {event}\n")
+                log.info("job %s: %s", job_id, event)
+            reported = max(reported, len(status.progress))
             if status.state is not last:
                 log.info("job %s: %s (%s)", job_id, status.raw_status, status.detail)
                 last, interval = status.state, FIRST_POLL
+            if status.state is not JobState.QUEUED:
+                for line in await follower.poll():
+                    log.info("job %s | %s", job_id, line)
             if status.state.terminal:
                 if cancelling_since is not None:
                     raise TaskCancelledError(f"job {job_id} was cancelled ({status.raw_status})")
@@ -169,7 +185,7 @@ class BYOCExecutor(AsyncBaseExecutor):
             await asyncio.sleep(interval * random.uniform(0.8, 1.0))
             interval = min(interval * POLL_BACKOFF, settings.poll_freq)
 
-    async def _collect(self, s3: Any, status: JobStatus, settings: Settings, result_key: str) -> Any:
+    async def _collect(self, s3: Any, status: JobStatus, settings: Settings, result_key: str, follower: LogFollower) -> Any:
         """Turn a terminal job into the electron's value, or a TaskRuntimeError that says why."""
         try:
             outcome = await _fetch_outcome(s3, status, result_key)
@@ -194,7 +210,7 @@ class BYOCExecutor(AsyncBaseExecutor):
             raise TaskRuntimeError(f"{exc.get('type')}: {exc.get('message')}")
         if status.state is JobState.COMPLETED:
             raise ResultError(f"job {status.job_id} completed but left no result at {status.results_uri}", job_id=status.job_id)
-        tail = await _log_tail(settings, status)
+        tail = "\n".join(list(follower.lines)[-LOG_TAIL_LINES:])
         reason = status.failure_reason or "(the service gave no reason)"
         message = f"{settings.service} job {status.job_id} ended {status.raw_status}: {reason}"
         self._stderr(f"byoc executor: {message}\n")
@@ -276,25 +292,6 @@ async def _delete_artifacts(s3: Any, staged: StagedTask) -> None:
         log.debug("deleted %d artifacts of %s", deleted, staged.job_name)
     except BYOCError as e:
         log.warning("could not delete the artifacts under %s: %s", staged.base.uri, e)
-
-
-async def _log_tail(settings: Settings, status: JobStatus) -> str:
-    """The last lines the job logged, for a failure with no result. Best effort: '' if unreadable."""
-    from botocore.exceptions import ClientError
-
-    logs = await aws.pool().client("logs", aws.AWSTarget.of(settings))
-    try:
-        streams = await logs.describe_log_streams(logGroupName=status.log_group, logStreamNamePrefix=status.log_stream_prefix)
-        lines: list[str] = []
-        for stream in streams.get("logStreams", []):
-            events = await logs.get_log_events(
-                logGroupName=status.log_group, logStreamName=stream["logStreamName"], limit=LOG_TAIL_LINES, startFromHead=False
-            )
-            lines += [e["message"].rstrip("\n") for e in events.get("events", [])]
-    except ClientError as e:
-        log.warning("could not read the logs of job %s: %s", status.job_id, e)
-        return ""
-    return "\n".join(lines[-LOG_TAIL_LINES:])
 
 
 @lru_cache(maxsize=1)

@@ -235,3 +235,42 @@ async def test_artifacts_deleted_after_a_verified_result_kept_after_failure(emul
     _, _, _, status, _ = await execute(executor(emulator, service, s3_prefix="keep", keep_artifacts=True), add_and_print, 1, 1)
     assert status == RESULT_STATUS.COMPLETED
     assert any(k.endswith("model.tar.gz") for k in artifacts(emulator, "keep/"))
+
+
+@pytest.mark.parametrize("service", SERVICES)
+async def test_job_events_become_progress_lines(emulator, service: str) -> None:
+    _, _, stderr, status, _ = await execute(executor(emulator, service), add_and_print, 1, 2)
+    assert status == RESULT_STATUS.COMPLETED
+    progress = [line for line in stderr.splitlines() if line.startswith(f"[byoc] {service} job ")]
+    expected = ["RUNNING", "COMPLETED"] if service == "braket" else ["Starting", "Downloading", "Training", "Uploading", "Completed"]
+    seen = " ".join(progress)
+    positions = [seen.find(word) for word in expected]
+    assert all(p >= 0 for p in positions) and positions == sorted(positions), progress
+
+
+async def test_log_follower_reads_every_line_once_across_pages(emulator) -> None:
+    """Many log events over several pages: the follower returns each exactly once, in order."""
+    from byoc_executor.joblogs import LogFollower
+
+    logs = boto(emulator, "logs")
+    group, stream = "/aws/sagemaker/TrainingJobs", f"follow-{uuid.uuid4().hex[:8]}/algo-1-1"
+    logs.create_log_group(logGroupName=group) if not logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"] else None
+    logs.create_log_stream(logGroupName=group, logStreamName=stream)
+    now = int(time.time() * 1000)
+
+    from aiobotocore.session import AioSession
+
+    async with AioSession().create_client(
+        "logs", endpoint_url=emulator.url, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="y"
+    ) as client:
+        follower = LogFollower(client, group, stream.split("/")[0] + "/")
+        assert await follower.poll() == []
+        seen: list[str] = []
+        for batch in range(3):
+            events = [{"timestamp": now + batch * 10_000 + i, "message": f"b{batch} m{i:05d}"} for i in range(4000)]
+            for chunk in range(0, len(events), 1000):
+                logs.put_log_events(logGroupName=group, logStreamName=stream, logEvents=events[chunk : chunk + 1000])
+            seen += await follower.poll()
+        assert await follower.poll() == []
+    expected = [f"b{b} m{i:05d}" for b in range(3) for i in range(4000)]
+    assert seen == expected

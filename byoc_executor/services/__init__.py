@@ -132,6 +132,8 @@ class JobService(Protocol):
     """A job API: submit a request, describe a job, cancel it."""
 
     name: str
+    log_group: str
+    """The CloudWatch group its jobs log to, in streams named ``<job name>/...``."""
 
     async def submit(self, request: dict[str, Any]) -> str:
         """Create the job; returns its id (ARN or name). Adopts an identical job already created."""

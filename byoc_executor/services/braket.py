@@ -87,6 +87,7 @@ class BraketJobs:
     """The Braket job API on a shared aiobotocore client."""
 
     name = "braket"
+    log_group = LOG_GROUP
 
     def __init__(self, client: Any):
         self._client = client

@@ -96,6 +96,7 @@ class SageMakerTrainingJobs:
     """The SageMaker training API on a shared aiobotocore client."""
 
     name = "sagemaker"
+    log_group = LOG_GROUP
 
     def __init__(self, client: Any):
         self._client = client
