@@ -21,6 +21,7 @@ import tempfile
 from functools import lru_cache
 from typing import Any, Callable
 
+from botocore.exceptions import BotoCoreError, ClientError
 from covalent._shared_files.config import get_config
 from covalent._shared_files.exceptions import TaskCancelledError, TaskRuntimeError
 from covalent.executor.base import AsyncBaseExecutor
@@ -106,6 +107,9 @@ class BYOCExecutor(AsyncBaseExecutor):
             TaskCancelledError: Covalent cancelled the node; the job was cancelled too.
         """
         dispatch_id, node_id = task_metadata["dispatch_id"], task_metadata["node_id"]
+        service: JobService | None = None
+        job_id = ""
+        ended = False
         try:
             settings = self.settings()
             await asyncio.to_thread(settings.check_against_models)
@@ -126,13 +130,22 @@ class BYOCExecutor(AsyncBaseExecutor):
             log.info("%s:%s submitted as %s job %s", dispatch_id, node_id, settings.service, job_id)
             follower = LogFollower(await clients.client("logs", target), service.log_group, f"{staged.job_name}/")
             status = await self._follow(service, job_id, settings, follower)
+            ended = True
             value = await self._collect(s3, status, settings, encoded.result_key, follower)
             if not settings.keep_artifacts:
                 await _delete_artifacts(s3, staged)
             return value
+        except (TaskCancelledError, TaskRuntimeError):
+            raise
         except BYOCError as e:
-            self._stderr(f"byoc executor: {e}\n")
-            raise TaskRuntimeError(str(e)) from e
+            message = str(e)
+        except (BotoCoreError, ClientError, OSError, RuntimeError, asyncio.TimeoutError) as e:
+            # Lost contact with AWS (after botocore's retries), or with Covalent's dispatcher.
+            message = f"{type(e).__name__}: {e}"
+        if job_id and not ended and service is not None:
+            message += await _abandon(service, job_id)
+        self._stderr(f"byoc executor: {message}\n")
+        raise TaskRuntimeError(message)
 
     async def _upload(self, s3: Any, settings: Settings, staged: StagedTask, encoded: codec.EncodedTask) -> None:
         await storage.put_bytes(s3, staged.payload, encoded.envelope)
@@ -283,6 +296,15 @@ async def _fetch_outcome(s3: Any, status: JobStatus, result_key: str) -> codec.J
         return await asyncio.to_thread(codec.read_results_archive, path, result_key)
     finally:
         os.unlink(path)
+
+
+async def _abandon(service: JobService, job_id: str) -> str:
+    """Cancel a job this electron can no longer follow, so it does not run on at the user's cost."""
+    try:
+        await service.cancel(job_id)
+    except (BYOCError, BotoCoreError, ClientError, OSError) as e:
+        return f". The job {job_id} could not be followed and could not be cancelled ({e}): stop it yourself"
+    return f". The job {job_id} could not be followed, so it was cancelled"
 
 
 async def _delete_artifacts(s3: Any, staged: StagedTask) -> None:
