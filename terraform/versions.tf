@@ -1,5 +1,5 @@
 terraform {
-  # 1.5: `check` blocks and `terraform_data`; validation may only reference its own variable.
+  # terraform_data (the optional image build) needs 1.4; 1.5 is the oldest release this is written for.
   required_version = ">= 1.5"
 
   required_providers {
