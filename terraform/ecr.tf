@@ -4,7 +4,7 @@
 resource "aws_ecr_repository" "jobs" {
   #checkov:skip=CKV_AWS_136:AES256 (ECR-managed keys) by default so that no KMS key is required; set kms_key_arn to encrypt the repository with it.
   name                 = local.repository_name
-  image_tag_mutability = "IMMUTABLE"
+  image_tag_mutability = var.image_tag_mutability
   force_delete         = var.force_destroy
 
   image_scanning_configuration {

@@ -78,7 +78,7 @@ variable "kms_key_arn" {
 }
 
 variable "image_tag" {
-  description = "Tag of the job image in the repository (the GPU variant is tagged <image_tag>-gpu). Tags are immutable: publish a new image under a new tag."
+  description = "Tag of the job image in the repository (the GPU variant is tagged <image_tag>-gpu). With immutable tags (image_tag_mutability), publish a new image under a new tag."
   type        = string
   default     = "0.1.0"
 
@@ -86,6 +86,17 @@ variable "image_tag" {
     # ECR's tag pattern, leaving room for the "-gpu" suffix.
     condition     = can(regex("^[A-Za-z0-9_][A-Za-z0-9_.-]{0,123}$", var.image_tag))
     error_message = "image_tag must be 1 to 124 characters of letters, digits, '_', '.' or '-', not starting with '.' or '-'."
+  }
+}
+
+variable "image_tag_mutability" {
+  description = "IMMUTABLE (default): a pushed tag can never point at another image, so a configured image_uri cannot be swapped under running work. container/build_and_push.sh also pushes a tag derived from the package, Python, covalent and cloudpickle versions, so rebuilding the same versions under a new image_tag needs MUTABLE."
+  type        = string
+  default     = "IMMUTABLE"
+
+  validation {
+    condition     = contains(["IMMUTABLE", "MUTABLE"], var.image_tag_mutability)
+    error_message = "image_tag_mutability must be \"IMMUTABLE\" or \"MUTABLE\"."
   }
 }
 

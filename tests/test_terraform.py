@@ -200,7 +200,7 @@ def test_server_policy_covers_what_the_executor_calls(tf: dict[str, Any]) -> Non
         # the log tail of a failed job
         "logs:DescribeLogStreams", "logs:GetLogEvents", "logs:FilterLogEvents",
         "iam:PassRole",
-    }  # fmt: skip
+    }
     assert needed <= actions, sorted(needed - actions)
     assert not {a for a in actions if a.startswith("braket:") and "QuantumTask" in a}, "quantum tasks are the job's business"
 
@@ -209,7 +209,7 @@ def test_s3_access_stays_under_the_prefix(tf: dict[str, Any]) -> None:
     allowed_objects = {
         "${local.prefix_objects}", "${local.payload_objects}", "${local.source_objects}",
         "${local.output_objects}", "${local.quantum_task_objects}",
-    }  # fmt: skip
+    }
     for where, statement in _statements(tf):
         s3_actions = [a for a in statement["actions"] if a.startswith("s3:")]
         if statement["effect"] != "Allow" or not s3_actions:
@@ -290,7 +290,8 @@ def test_bucket_is_encrypted_private_tls_only_and_expires_artifacts(tf: dict[str
 def test_repository_scans_on_push_and_keeps_the_last_n_images(tf: dict[str, Any]) -> None:
     repository = tf["resource"]["aws_ecr_repository"]["jobs"]
     assert repository["image_scanning_configuration"][0]["scan_on_push"] is True
-    assert repository["image_tag_mutability"] == "IMMUTABLE"
+    assert repository["image_tag_mutability"] == "${var.image_tag_mutability}"
+    assert tf["variable"]["image_tag_mutability"]["default"] == "IMMUTABLE"
     lifecycle = tf["resource"]["aws_ecr_lifecycle_policy"]["jobs"]["policy"]
     assert "imageCountMoreThan" in lifecycle and "var.ecr_images_kept" in lifecycle
     # The optional build is off by default and calls the build script with its documented interface.
@@ -311,13 +312,13 @@ def test_variables_are_described_and_validated(tf: dict[str, Any]) -> None:
         assert len(body.get("description", "")) > 20, f"variable {name} needs a description"
         assert "type" in body, f"variable {name} needs a type"
     for name in ("name_prefix", "region", "default_service", "s3_prefix", "artifact_retention_days",
-                 "kms_key_arn", "image_tag", "ecr_images_kept", "log_retention_days"):  # fmt: skip
+                 "kms_key_arn", "image_tag", "image_tag_mutability", "ecr_images_kept", "log_retention_days"):
         assert variables[name].get("validation"), f"variable {name} needs a validation block"
     assert {"enable_braket", "enable_sagemaker"} <= set(variables)
     for name, body in tf["output"].items():
         assert body.get("description"), f"output {name} needs a description"
     assert {"bucket_name", "image_uri", "braket_role_arn", "sagemaker_role_arn", "covalent_config",
-            "covalent_server_policy_arn", "covalent_server_policy_json"} <= set(tf["output"])  # fmt: skip
+            "covalent_server_policy_arn", "covalent_server_policy_json"} <= set(tf["output"])
 
 
 def test_versions_are_pinned(tf: dict[str, Any]) -> None:
