@@ -239,9 +239,17 @@ def build_image(base: str, *, dockerfile: str = "Dockerfile", tag: str | None = 
 
 
 def image_size(name: str) -> int:
-    """The image's size in bytes (the sum of its layers, uncompressed), as buildah reports it."""
-    out = run(["buildah", "images", "--json", name]).stdout
-    return int(json.loads(out)[0]["size"])
+    """The image's size in bytes: the sum of its layers, uncompressed (as stored locally)."""
+    manifest = json.loads(json.loads(run(["buildah", "inspect", "--type", "image", name]).stdout)["Manifest"])
+    return sum(int(layer["size"]) for layer in manifest["layers"])
+
+
+def compressed_size(name: str) -> int:
+    """The image's size in bytes as a registry stores it (gzip-compressed layers, as pushed)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        run(["buildah", "push", "--format", "oci", name, f"oci:{scratch}/image"], timeout=1800)
+        blobs = Path(scratch) / "image" / "blobs"
+        return sum(p.stat().st_size for p in blobs.rglob("*") if p.is_file())
 
 
 # --- running the image --------------------------------------------------------------------------------------
