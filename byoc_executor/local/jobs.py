@@ -25,7 +25,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from byoc_executor.container import byoc_entry
 from byoc_executor.local.launchers import Launcher, LaunchSpec, RunningJob
@@ -93,6 +93,16 @@ class Timing:
     log_flush_interval: float = 0.2
 
 
+class JobHooks(Protocol):
+    """Called by every job at two points of its life (fault injection: ``faults.JobFaults``)."""
+
+    def before_download(self, job: "JobRun") -> None:
+        """Just before the job copies its input channels from S3."""
+
+    def after_upload(self, job: "JobRun") -> None:
+        """Right after the job uploaded ``model.tar.gz``, before it reports a terminal state."""
+
+
 @dataclass(frozen=True)
 class JobContext:
     """What every job needs from the emulator that runs it."""
@@ -101,6 +111,7 @@ class JobContext:
     clients: AwsClients
     launcher: Launcher
     timing: Timing
+    hooks: JobHooks | None = None
 
 
 class ApiError(Exception):
@@ -298,6 +309,8 @@ class JobRun:
         if self._interrupted(delay):
             return self._end(Ending.STOPPED)
         self._enter(Phase.DOWNLOADING)
+        if self.context.hooks is not None:
+            self.context.hooks.before_download(self)
         try:
             self._stage_inputs()
         except StagingError as e:
@@ -321,6 +334,8 @@ class JobRun:
                     self.tree / "upload",
                 )
                 self.artifacts_uploaded = True
+                if self.context.hooks is not None:
+                    self.context.hooks.after_upload(self)
             except StagingError as e:
                 if ending is Ending.COMPLETED:
                     ending, reason = Ending.FAILED, str(e)

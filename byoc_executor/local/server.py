@@ -11,18 +11,30 @@ header, or ``X-Amz-Credential`` for presigned URLs):
 
 Plain boto3/aiobotocore clients work unchanged with ``endpoint_url=emulator.url``, with any
 credentials and region. Unsigned requests under ``/_byoc/`` are the admin surface for tests:
-``GET /_byoc/jobs`` (a JSON list of ``{name, service, status, pid, arn}``) and
-``POST /_byoc/jobs/<jobName>/kill`` (the killed job's entry; 404 unknown, 409 not running).
 
-Fault injection seam: every job-API call passes through :attr:`Emulator.request_hooks` first;
-a hook may answer in the service's place (throttling, 5xx) by returning a response.
+- ``GET /_byoc/jobs``: a JSON list of ``{name, service, status, pid, arn}``;
+- ``POST /_byoc/jobs/<jobName>/kill``: the killed job's entry (404 unknown, 409 not running);
+- ``POST /_byoc/jobs/<jobName>/tamper`` with a :class:`~byoc_executor.local.faults.JobFault`
+  document (``{"action": "delete-input" | "delete" | "truncate" | "flip-byte" | "replace", ...}``):
+  arms it for that job, which may not exist yet (400 malformed, 409 too late);
+- ``POST /_byoc/faults`` with a :class:`~byoc_executor.local.faults.FaultPlan` document installs
+  it; ``GET /_byoc/faults`` answers the plan, its counters and the job faults; ``DELETE`` removes
+  the plan and disarms every job fault, answering the final counters.
+
+Every client request, of any service, is first offered to :attr:`Emulator.request_hooks` (a hook
+may answer in the service's place), then to :attr:`Emulator.faults`. The emulator's own requests
+(its ``staging.AwsClients``, which carry ``x-byoc-internal`` with a secret drawn per emulator)
+skip both: faults aimed at clients never break the emulator's own input downloads, result
+uploads and log shipping.
 """
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import json
 import re
+import secrets
 import shutil
 import tempfile
 import threading
@@ -35,11 +47,13 @@ from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoReque
 from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
 
+from byoc_executor.local.faults import AFTER, FaultPlan, JobFault, JobFaults, TooLate
 from byoc_executor.local.hybrid_jobs import BraketApi
 from byoc_executor.local.jobs import ApiError, JobContext, Timing
 from byoc_executor.local.launchers import Launcher, ProcessLauncher
+from byoc_executor.local.operations import braket_operation, operation_name, raw_path
 from byoc_executor.local.registry import JobRegistry
-from byoc_executor.local.staging import AwsClients
+from byoc_executor.local.staging import INTERNAL_HEADER, AwsClients
 from byoc_executor.local.training_jobs import SageMakerApi
 from byoc_executor.local.validation import ValidationError
 
@@ -52,7 +66,7 @@ _JOIN_TIMEOUT = 30.0
 
 @dataclass(frozen=True)
 class ApiCall:
-    """One job-API request, as the fault-injection hooks see it."""
+    """One client request, as the request hooks see it (``operation`` is its AWS name, e.g. ``PutObject``)."""
 
     service: str
     operation: str
@@ -120,6 +134,10 @@ class Emulator:
         self.launcher = launcher or ProcessLauncher()
         self.timing = Timing(phase_delay=phase_delay, kill_grace=kill_grace, log_flush_interval=log_flush_interval)
         self.request_hooks: list[RequestHook] = []
+        self.faults: FaultPlan | None = None
+        """Which client requests fail (None: none). Replace it at any time; see ``faults.py``."""
+        self.job_faults = JobFaults()
+        self._internal_token = secrets.token_hex(16)
         self._owns_root = False
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
@@ -147,7 +165,13 @@ class Emulator:
         self.root.mkdir(parents=True, exist_ok=True)
         self._server = make_server(self.host, self.port, self, threaded=True, request_handler=_QuietHandler)
         self._server.daemon_threads = True
-        context = JobContext(endpoint_url=self.url, clients=AwsClients(self.url), launcher=self.launcher, timing=self.timing)
+        context = JobContext(
+            endpoint_url=self.url,
+            clients=AwsClients(self.url, internal_token=self._internal_token),
+            launcher=self.launcher,
+            timing=self.timing,
+            hooks=self.job_faults,
+        )
         self._registry = JobRegistry(self.root)
         self._braket = BraketApi(self._registry, context)
         self._sagemaker = SageMakerApi(self._registry, context)
@@ -200,18 +224,65 @@ class Emulator:
                 return job.admin_view()
         raise RuntimeError(f"job {job_name} has no running process")
 
+    def tamper(self, job_name: str, action: "str | JobFault", **options: Any) -> list[dict[str, Any]]:
+        """Arm a job fault: ``delete-input``, or ``delete``/``truncate``/``flip-byte``/``replace`` of its result.
+
+        Example: ``emulator.tamper(name, "flip-byte", member="result.byoc")`` before or while the
+        job runs. See :class:`~byoc_executor.local.faults.JobFault` for the options.
+
+        Returns:
+            Every fault armed for that job so far.
+
+        Raises:
+            ValueError: an unknown action or a malformed option.
+            faults.TooLate: the job is already past the point where the fault applies.
+        """
+        fault = action if isinstance(action, JobFault) else JobFault(action, **options)
+        return self.job_faults.arm(job_name, fault)
+
+    def fault_report(self) -> dict[str, Any]:
+        """``{"plan": FaultPlan.to_json() or None, "jobs": JobFaults.report()}``."""
+        plan = self.faults
+        return {"plan": plan.to_json() if plan is not None else None, "jobs": self.job_faults.report()}
+
+    def clear_faults(self) -> dict[str, Any]:
+        """Remove the fault plan and disarm every job fault; returns the report from just before."""
+        report = self.fault_report()
+        self.faults = None
+        self.job_faults.clear()
+        return report
+
     def _admin(self, request: Request) -> Response:
         parts = [p for p in request.path.split("/") if p]
-        if request.method == "GET" and parts == ["_byoc", "jobs"]:
+        method = request.method
+        if method == "GET" and parts == ["_byoc", "jobs"]:
             return _json_response(200, self.jobs())
-        if request.method == "POST" and len(parts) == 4 and parts[:2] == ["_byoc", "jobs"] and parts[3] == "kill":
+        if parts == ["_byoc", "faults"] and method in ("GET", "POST", "DELETE"):
+            if method == "GET":
+                return _json_response(200, self.fault_report())
+            if method == "DELETE":
+                return _json_response(200, self.clear_faults())
+            try:
+                self.faults = FaultPlan.from_json(_admin_json(request))
+            except ValueError as e:
+                return _json_response(400, {"message": f"bad fault plan: {e}"})
+            return _json_response(200, self.fault_report())
+        if method == "POST" and len(parts) == 4 and parts[:2] == ["_byoc", "jobs"] and parts[3] == "kill":
             try:
                 return _json_response(200, self.kill(parts[2]))
             except KeyError:
                 return _json_response(404, {"message": f"no job named {parts[2]}"})
             except RuntimeError as e:
                 return _json_response(409, {"message": str(e)})
-        return _json_response(404, {"message": f"no admin route {request.method} {request.path}"})
+        if method == "POST" and len(parts) == 4 and parts[:2] == ["_byoc", "jobs"] and parts[3] == "tamper":
+            try:
+                fault = JobFault.from_json(_admin_json(request))
+                return _json_response(200, {"name": parts[2], "armed": self.tamper(parts[2], fault)})
+            except ValueError as e:
+                return _json_response(400, {"message": f"bad job fault: {e}"})
+            except TooLate as e:
+                return _json_response(409, {"message": str(e)})
+        return _json_response(404, {"message": f"no admin route {method} {request.path}"})
 
     # --- WSGI ----------------------------------------------------------------------------------------
 
@@ -220,13 +291,32 @@ class Emulator:
         if request.path.startswith("/_byoc/"):
             return self._admin(request)(environ, start_response)
         service, region = credential_scope(request)
+        if service is not None and not self._is_internal(request):
+            call = ApiCall(service, operation_name(service, request), region, request)
+            answer = self._hooked(call)
+            plan = self.faults
+            fault = plan.decide(call.service, call.operation) if answer is None and plan is not None else None
+            if fault is not None:
+                if fault.mode == AFTER:
+                    # Serve the request for real, then lose its answer.
+                    _discard(self._route(request, service, region), environ)
+                answer = fault.response(request)
+            if answer is not None:
+                return answer(environ, start_response)
+        return self._route(request, service, region)(environ, start_response)
+
+    def _is_internal(self, request: Request) -> bool:
+        """Whether the request comes from the emulator's own clients (``staging.AwsClients``)."""
+        sent = request.headers.get(INTERNAL_HEADER, "").encode("utf-8", "surrogateescape")
+        return hmac.compare_digest(sent, self._internal_token.encode())
+
+    def _route(self, request: Request, service: str | None, region: str) -> Callable:
+        """The WSGI application that answers the request (the job APIs' answers are computed here)."""
         if service == "braket":
-            response = self._braket_call(request, region)
-        elif service == "sagemaker" and request.headers.get("X-Amz-Target", "").split(".")[-1] in SAGEMAKER_OPERATIONS:
-            response = self._sagemaker_call(request, region)
-        else:
-            return self._moto(environ, start_response)
-        return response(environ, start_response)
+            return self._braket_call(request, region)
+        if service == "sagemaker" and request.headers.get("X-Amz-Target", "").split(".")[-1] in SAGEMAKER_OPERATIONS:
+            return self._sagemaker_call(request, region)
+        return self._moto
 
     def _hooked(self, call: ApiCall) -> Response | None:
         for hook in self.request_hooks:
@@ -236,22 +326,10 @@ class Emulator:
         return None
 
     def _braket_call(self, request: Request, region: str) -> Response:
-        raw_path = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI") or request.path
-        path = raw_path.split("?", 1)[0]
-        method = request.method
-        if method == "POST" and path == "/job":
-            operation = "CreateJob"
-        elif method == "POST" and path == "/jobs":
-            operation = "SearchJobs"
-        elif method == "PUT" and path.startswith("/job/") and path.endswith("/cancel"):
-            operation = "CancelJob"
-        elif method == "GET" and path.startswith("/job/"):
-            operation = "GetJob"
-        else:
-            return _braket_error(ApiError("UnknownOperationException", f"The emulator does not serve {method} {path}", 404))
-        hooked = self._hooked(ApiCall("braket", operation, region, request))
-        if hooked is not None:
-            return hooked
+        path = raw_path(request)
+        operation = braket_operation(request)
+        if operation is None:
+            return _braket_error(ApiError("UnknownOperationException", f"The emulator does not serve {request.method} {path}", 404))
         assert self._braket is not None
         try:
             if operation == "CreateJob":
@@ -270,9 +348,6 @@ class Emulator:
 
     def _sagemaker_call(self, request: Request, region: str) -> Response:
         operation = request.headers["X-Amz-Target"].split(".")[-1]
-        hooked = self._hooked(ApiCall("sagemaker", operation, region, request))
-        if hooked is not None:
-            return hooked
         api = self._sagemaker
         assert api is not None
         try:
@@ -290,6 +365,26 @@ class Emulator:
         except ApiError as e:
             return _sagemaker_error(e)
         return Response(json.dumps(answer), status=200, content_type="application/x-amz-json-1.1")
+
+
+def _discard(app: Callable, environ: dict) -> None:
+    """Run a WSGI application to the end and throw its answer away."""
+    iterable = app(environ, lambda status, headers, exc_info=None: (lambda data: None))
+    try:
+        for _ in iterable:
+            pass
+    finally:
+        close = getattr(iterable, "close", None)
+        if close is not None:
+            close()
+
+
+def _admin_json(request: Request) -> Any:
+    raw = request.get_data()
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError as e:
+        raise ValueError(f"the body is not JSON: {e}") from e
 
 
 def _is_loopback(host: str) -> bool:

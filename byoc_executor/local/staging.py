@@ -3,6 +3,10 @@
 The emulator reaches its in-process moto backend the way a job would: plain boto3 clients over
 HTTP to its own loopback endpoint. boto3 clients are thread-safe, so one client per service and
 region is shared by every job thread.
+
+Every request of these clients carries :data:`INTERNAL_HEADER` with the emulator's secret: the
+server never injects faults into (or hooks) a request that has it, so the emulator's own work
+(input downloads, result uploads, log shipping) never fails because a test made the clients' requests fail.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from byoc_executor.local.validation import split_s3_uri
 
 DUMMY_ACCESS_KEY = "byoc-local"
 DUMMY_SECRET_KEY = "byoc-local-secret"
+INTERNAL_HEADER = "x-byoc-internal"
 
 _CLIENT_CONFIG = botocore.config.Config(
     s3={"addressing_style": "path"},  # path-style: the endpoint is an IP address, buckets may be "job"
@@ -36,10 +41,17 @@ class StagingError(Exception):
 
 
 class AwsClients:
-    """boto3 clients to the emulator's own endpoint, created once per (service, region)."""
+    """boto3 clients to the emulator's own endpoint, created once per (service, region).
 
-    def __init__(self, endpoint_url: str):
+    Args:
+        endpoint_url: the emulator's URL.
+        internal_token: sent as :data:`INTERNAL_HEADER` on every request (after signing), so the
+            server knows the request is its own; None sends nothing.
+    """
+
+    def __init__(self, endpoint_url: str, internal_token: str | None = None):
         self.endpoint_url = endpoint_url
+        self._internal_token = internal_token
         self._session = boto3.session.Session(
             aws_access_key_id=DUMMY_ACCESS_KEY, aws_secret_access_key=DUMMY_SECRET_KEY
         )
@@ -51,10 +63,14 @@ class AwsClients:
         with self._lock:
             key = (service, region)
             if key not in self._clients:
-                self._clients[key] = self._session.client(
-                    service, region_name=region, endpoint_url=self.endpoint_url, config=_CLIENT_CONFIG
-                )
+                client = self._session.client(service, region_name=region, endpoint_url=self.endpoint_url, config=_CLIENT_CONFIG)
+                if self._internal_token is not None:
+                    client.meta.events.register("before-send", self._mark_internal)
+                self._clients[key] = client
             return self._clients[key]
+
+    def _mark_internal(self, request: Any, **kwargs: Any) -> None:
+        request.headers[INTERNAL_HEADER] = self._internal_token
 
 
 def _error_code(error: ClientError) -> str:
