@@ -2,7 +2,8 @@
 
 Subcommands:
     local   serve the Braket + SageMaker job emulator (with moto for S3, Logs, STS) on
-            ``http://127.0.0.1:PORT`` until SIGINT or SIGTERM.
+            ``http://127.0.0.1:PORT`` until SIGINT or SIGTERM; ``--fault-rate API=RATE`` makes
+            that share of the clients' requests to API fail (see ``local/faults.py``).
     doctor  check the executor's settings, credentials, bucket and job API (see doctor.py).
 
 Each subcommand is a ``_add_<name>(subparsers)`` that registers its parser and sets ``func``.
@@ -17,9 +18,22 @@ import threading
 from pathlib import Path
 
 
+def _fault_rate(text: str) -> tuple[str, float]:
+    """``s3=0.1`` -> ("s3", 0.1), for ``--fault-rate``."""
+    api, sep, rate = text.partition("=")
+    try:
+        value = float(rate)
+    except ValueError:
+        value = -1.0
+    if not sep or not api or not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected API=RATE with RATE in [0, 1] (e.g. s3=0.1), not {text!r}")
+    return api, value
+
+
 def _run_local(args: argparse.Namespace) -> int:
     # Imported here: moto and werkzeug are the "local" extra, not needed by other subcommands.
     from byoc_executor.local import Emulator
+    from byoc_executor.local.faults import FaultPlan
 
     stop = threading.Event()
 
@@ -30,9 +44,18 @@ def _run_local(args: argparse.Namespace) -> int:
     emulator = Emulator(
         host=args.host, port=args.port, root=args.root, phase_delay=args.phase_delay, kill_grace=args.kill_grace
     )
+    if args.fault_rate:
+        emulator.faults = FaultPlan(dict(args.fault_rate), seed=args.fault_seed, mode=args.fault_mode)
     try:
         emulator.start()
         print(f"byoc-executor local emulator listening on {emulator.url}", flush=True)
+        if emulator.faults is not None:
+            rates = ", ".join(f"{api} {rate:g}" for api, rate in args.fault_rate)
+            print(
+                f"injecting faults ({args.fault_mode}, seed {args.fault_seed}): {rates}; "
+                f"counters at {emulator.url}/_byoc/faults",
+                flush=True,
+            )
         while not stop.wait(1.0):
             pass
     finally:
@@ -56,6 +79,19 @@ def _add_local(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--root", type=Path, default=None, help="directory for job trees (default: a temporary one)")
     parser.add_argument("--phase-delay", type=float, default=0.5, help="seconds per queued/starting/downloading/uploading phase")
     parser.add_argument("--kill-grace", type=float, default=5.0, help="seconds between SIGTERM and SIGKILL on stop")
+    faults = parser.add_argument_group(
+        "fault injection", "Fail a share of the clients' requests (never the emulator's own) with each API's real "
+        "throttling error or a 500/503. Change or read it at run time at /_byoc/faults.",
+    )
+    faults.add_argument(
+        "--fault-rate", type=_fault_rate, action="append", default=[], metavar="API=RATE",
+        help="share of requests to API (s3, braket, sagemaker, logs, sts) that fail; repeat per API",
+    )
+    faults.add_argument("--fault-seed", type=int, default=0, help="seed of the fault decisions (default: 0)")
+    faults.add_argument(
+        "--fault-mode", choices=("before", "after", "mixed"), default="before",
+        help="before: refuse the request; after: serve it, then lose its answer (a 5xx); mixed: half each",
+    )
     parser.set_defaults(func=_run_local)
 
 
