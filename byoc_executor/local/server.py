@@ -78,7 +78,13 @@ RequestHook = Callable[[ApiCall], "Response | None"]
 
 
 class _QuietHandler(MotoRequestHandler):
-    """moto's handler (keeps S3 metadata header spelling) without a log line per request."""
+    """moto's handler (keeps S3 metadata header spelling) without a log line per request.
+
+    HTTP/1.1, so clients keep their connections alive as they do with AWS, instead of paying
+    for a new TCP connection on every call.
+    """
+
+    protocol_version = "HTTP/1.1"
 
     def log_request(self, *args: Any, **kwargs: Any) -> None:
         pass
@@ -287,6 +293,14 @@ class Emulator:
     # --- WSGI ----------------------------------------------------------------------------------------
 
     def __call__(self, environ: dict, start_response: Callable) -> Any:
+        # The server line is the HTTP server's to write; moto adds its own "server" header, and a
+        # response with two is refused by strict HTTP parsers (aiohttp's pure-Python one).
+        def start_response_once(status: str, headers: list, exc_info: Any = None) -> Any:
+            return start_response(status, [(k, v) for k, v in headers if k.lower() != "server"], exc_info)
+
+        return self._dispatch(environ, start_response_once)
+
+    def _dispatch(self, environ: dict, start_response: Callable) -> Any:
         request = Request(environ)
         if request.path.startswith("/_byoc/"):
             return self._admin(request)(environ, start_response)
