@@ -17,7 +17,6 @@ Run: ``pytest tests/test_container.py -m container``.
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import json
 import os
