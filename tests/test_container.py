@@ -43,7 +43,9 @@ from tests.conftest import BUCKET
 from tests.covalent_listener import Listener
 from tests.test_executor_emulator import add_and_print, execute, executor, job_name_of, raise_custom, sleep_then_return
 
-pytestmark = pytest.mark.container
+# A cold first test includes debootstrap and the image build (about 80 s here; slower networks
+# take longer than the suite-wide 300 s limit).
+pytestmark = [pytest.mark.container, pytest.mark.timeout(1800)]
 
 # The tasks below live in this test module, which the image cannot import: ship them by value.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
