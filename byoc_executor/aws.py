@@ -25,6 +25,7 @@ LOCAL_SECRET_KEY = "byoc-local-secret"
 LOCAL_DEFAULT_REGION = "us-east-1"
 
 RETRY_ATTEMPTS = 8
+LOGS_RETRY_ATTEMPTS = 2
 
 
 @dataclass(frozen=True)
@@ -44,8 +45,11 @@ class AWSTarget:
 
 def _client_config(service: str, target: AWSTarget) -> AioConfig:
     s3 = {"addressing_style": "path"} if target.endpoint_url else {}
+    # Reading a job's logs is a convenience that shares the polling loop: a throttled Logs API
+    # must not hold up status polling for a minute of backoff. What is missed is read next poll.
+    attempts = LOGS_RETRY_ATTEMPTS if service == "logs" else RETRY_ATTEMPTS
     return AioConfig(
-        retries={"mode": "standard", "total_max_attempts": RETRY_ATTEMPTS},
+        retries={"mode": "standard", "total_max_attempts": attempts},
         connect_timeout=10,
         read_timeout=60,
         max_pool_connections=64,

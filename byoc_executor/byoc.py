@@ -204,6 +204,8 @@ class BYOCExecutor(AsyncBaseExecutor):
             outcome = await _fetch_outcome(s3, status, result_key)
         except ResourceNotFoundError:
             outcome = codec.JobOutcome(ok=False, has_result=False)
+        if not outcome.has_result and (outcome.stdout or outcome.stderr):
+            self._stderr("byoc executor: the job left no result; what it printed before it ended (unauthenticated):\n")
         self._stdout(outcome.stdout)
         self._stderr(outcome.stderr)
         if outcome.has_result and outcome.ok:

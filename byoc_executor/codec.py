@@ -91,7 +91,8 @@ class JobOutcome:
     stdout: str = ""
     stderr: str = ""
     has_result: bool = True
-    """False when the job died before writing its result: the archive held only what it printed."""
+    """False when the job died before writing its result: the archive held only what it printed
+    (unauthenticated, unlike the output inside a result)."""
 
 
 def read_results_archive(archive: bytes | str, result_key: str) -> JobOutcome:
@@ -138,4 +139,12 @@ def read_results_archive(archive: bytes | str, result_key: str) -> JobOutcome:
             f"the job's result could not be unpickled here: {type(e).__name__}: {e}. "
             "Every module the return value's types come from must be importable on the Covalent server."
         ) from e
-    return JobOutcome(ok=outcome["ok"], value=outcome.get("value"), exception=outcome.get("exception"), stdout=stdout, stderr=stderr)
+    # The output inside the authenticated envelope is the one to show; the archive's plain files
+    # (which anyone able to re-pack the archive could change) serve only a job that left no result.
+    return JobOutcome(
+        ok=outcome["ok"],
+        value=outcome.get("value"),
+        exception=outcome.get("exception"),
+        stdout=outcome.get("stdout", ""),
+        stderr=outcome.get("stderr", ""),
+    )

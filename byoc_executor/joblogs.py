@@ -14,7 +14,7 @@ import logging
 from collections import deque
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +40,11 @@ class LogFollower:
                 new += await self._read(stream)
         except ClientError as e:
             if e.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
-                # Logs are a convenience: never fail a task because they could not be read.
+                # Logs are a convenience: never fail a task because they could not be read. The
+                # tokens did not move, so the next poll reads what this one missed.
                 log.warning("could not read %s/%s*: %s", self._group, self._prefix, e)
+        except BotoCoreError as e:
+            log.warning("could not reach the logs of %s/%s*: %s", self._group, self._prefix, e)
         self.lines.extend(new)
         return new
 

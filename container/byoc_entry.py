@@ -29,7 +29,8 @@ What it writes
     <results dir>/result.byoc       the result envelope: the return value, or the exception's
                                     type, message and traceback (SageMaker: /opt/ml/model,
                                     Braket: $AMZN_BRAKET_JOB_RESULTS_DIR; the service tars it)
-    <results dir>/stdout.txt, stderr.txt   what the task printed (also echoed to the job's logs)
+    <results dir>/stdout.txt, stderr.txt   what the task printed (also echoed to the job's logs, and
+                                    inside result.byoc, where it is authenticated)
     /opt/ml/output/failure          a one-line summary (at most 1,024 characters) on any error
 
 Exit codes
@@ -469,6 +470,10 @@ def execute(layout: JobLayout) -> int:
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
+    # The output travels inside the authenticated result too: the plain files in the archive are
+    # for a job that dies before it writes a result, and nobody has to trust them otherwise.
+    outcome["stdout"] = (layout.results_dir / STDOUT_FILE).read_text(errors="replace")
+    outcome["stderr"] = (layout.results_dir / STDERR_FILE).read_text(errors="replace")
     try:
         _write_result(layout, outcome, result_key)
     except Exception as e:

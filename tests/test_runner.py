@@ -326,3 +326,13 @@ def test_replaced_braket_source_is_never_imported(tmp_path: Path, emulator, buck
     assert run.returncode == contract.EXIT_SETUP_FAILED, run.stderr
     assert not mark.exists()
     assert "replaced after submission" in contract.JobLayout(env).failure_file.read_text()
+
+
+def test_output_shown_is_the_authenticated_copy(tmp_path: Path) -> None:
+    """Re-packing the archive with other stdout.txt/stderr.txt changes nothing the client shows."""
+    layout = contract.JobLayout(make_tree(tmp_path, "sagemaker", add, (1, 2)))
+    assert contract.execute(layout) == contract.EXIT_OK
+    (layout.results_dir / contract.STDOUT_FILE).write_text("forged output\n")
+    (layout.results_dir / contract.STDERR_FILE).write_text("forged errors\n")
+    outcome = read_result(layout)
+    assert outcome.stdout == "adding 1 and 2\n" and outcome.stderr == "to stderr\n"
