@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP_FLAGS ?= --disable-pip-version-check --quiet
 
-.PHONY: demo test test-fast venv-demo venv-test clean
+.PHONY: demo test test-fast test-container venv-demo venv-test clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,9 +26,13 @@ demo: venv-demo
 test: venv-test
 	$(PY) -m pytest
 
-## Everything but the tests that start a Covalent server.
+## Everything but the tests that start a Covalent server or build the image.
 test-fast: venv-test
-	$(PY) -m pytest -m "not covalent"
+	$(PY) -m pytest -m "not covalent and not container"
+
+## The job image built and run with buildah (root: installs buildah/debootstrap with apt-get if missing).
+test-container: venv-test
+	$(PY) -m pytest -m container
 
 clean:
 	rm -rf $(VENV) .byoc-local .pytest_cache

@@ -41,14 +41,26 @@ def _run_local(args: argparse.Namespace) -> int:
         stop.set()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    launcher = None
+    if args.image:
+        from byoc_executor.local.container_launcher import ContainerLauncher
+
+        launcher = ContainerLauncher(args.image, tool=args.container_tool)
     emulator = Emulator(
-        host=args.host, port=args.port, root=args.root, phase_delay=args.phase_delay, kill_grace=args.kill_grace
+        host=args.host,
+        port=args.port,
+        root=args.root,
+        launcher=launcher,
+        phase_delay=args.phase_delay,
+        kill_grace=args.kill_grace,
     )
     if args.fault_rate:
         emulator.faults = FaultPlan(dict(args.fault_rate), seed=args.fault_seed, mode=args.fault_mode)
     try:
         emulator.start()
         print(f"byoc-executor local emulator listening on {emulator.url}", flush=True)
+        if launcher is not None:
+            print(f"jobs run in the image {args.image} ({launcher.tool})", flush=True)
         if emulator.faults is not None:
             rates = ", ".join(f"{api} {rate:g}" for api, rate in args.fault_rate)
             print(
@@ -79,6 +91,15 @@ def _add_local(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--root", type=Path, default=None, help="directory for job trees (default: a temporary one)")
     parser.add_argument("--phase-delay", type=float, default=0.5, help="seconds per queued/starting/downloading/uploading phase")
     parser.add_argument("--kill-grace", type=float, default=5.0, help="seconds between SIGTERM and SIGKILL on stop")
+    parser.add_argument(
+        "--image",
+        default=None,
+        help="run each job in this job image (built from container/) instead of a local process; "
+        "with docker or podman if one answers, else buildah",
+    )
+    parser.add_argument(
+        "--container-tool", choices=["docker", "podman", "buildah"], default=None, help="the tool that runs --image (default: detected)"
+    )
     faults = parser.add_argument_group(
         "fault injection", "Fail a share of the clients' requests (never the emulator's own) with each API's real "
         "throttling error or a 500/503. Change or read it at run time at /_byoc/faults.",
