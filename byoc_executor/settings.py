@@ -30,8 +30,8 @@ SAGEMAKER_MAX_RUNTIME = 2_419_200  # 28 days: SageMaker's documented limit (not 
 BRAKET_MAX_INSTANCES = 5
 
 _REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d$")
-_ROLE_ARN = re.compile(r"^arn:aws[a-z\-]*:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-/]+$")
-_ECR_IMAGE = re.compile(
+ROLE_ARN = re.compile(r"^arn:aws[a-z\-]*:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-/]+$")
+ECR_IMAGE = re.compile(
     r"^(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(\.cn)?/"
     r"(?P<repo>[a-z0-9]+(?:[._/-][a-z0-9]+)*)(?P<ref>:[\w][\w.-]{0,127}|@sha256:[0-9a-f]{64})?$"
 )
@@ -40,6 +40,8 @@ _DEVICE_ARN = re.compile(
     r"(qpu|quantum-simulator)/[A-Za-z0-9_-]+/[A-Za-z0-9_.-]+$"
 )
 _LOCAL_DEVICE = re.compile(r"^local:[A-Za-z0-9_-]+/[A-Za-z0-9_.-]+$")
+# What the client and the emulator both accept as a Braket device.
+BRAKET_DEVICE = re.compile(f"{_DEVICE_ARN.pattern}|{_LOCAL_DEVICE.pattern}")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _ENV_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,511}$")
 
@@ -114,7 +116,7 @@ class Settings:
         if problems:
             return problems  # the checks below assume the types are right
 
-        image = _ECR_IMAGE.match(self.image_uri)
+        image = ECR_IMAGE.match(self.image_uri)
         if not image and self.image_uri:
             add(ConfigurationError(
                 "image_uri",
@@ -127,11 +129,11 @@ class Settings:
             add(ConfigurationError("s3_bucket_name", f"{self.s3_bucket_name!r} is not a valid bucket name", "use the bucket name alone, without s3://"))
         if self.s3_prefix.startswith("/") or "//" in self.s3_prefix:
             add(ConfigurationError("s3_prefix", f"{self.s3_prefix!r} has an empty path segment", "drop leading and doubled slashes"))
-        if self.role_arn and not _ROLE_ARN.match(self.role_arn):
+        if self.role_arn and not ROLE_ARN.match(self.role_arn):
             add(ConfigurationError("role_arn", f"{self.role_arn!r} is not an IAM role ARN", "use arn:aws:iam::<account>:role/<name>"))
         if self.region and not _REGION.match(self.region):
             add(ConfigurationError("region", f"{self.region!r} is not an AWS region name", "e.g. us-east-1"))
-        if self.service == "braket" and not (_DEVICE_ARN.match(self.device) or _LOCAL_DEVICE.match(self.device)):
+        if self.service == "braket" and not BRAKET_DEVICE.match(self.device):
             add(ConfigurationError(
                 "device",
                 f"{self.device!r} is not a Braket device",
@@ -185,15 +187,7 @@ class Settings:
     @property
     def is_local_endpoint(self) -> bool:
         """True when ``endpoint_url`` points at this machine (the emulator): no instance metadata then."""
-        if not self.endpoint_url:
-            return False
-        host = urlparse(self.endpoint_url).hostname or ""
-        if host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            return False
+        return bool(self.endpoint_url) and is_loopback_host(urlparse(self.endpoint_url).hostname or "")
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -201,6 +195,16 @@ class Settings:
 
 SETTINGS = tuple(fields(Settings))
 SETTING_NAMES = tuple(f.name for f in SETTINGS)
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether ``host`` (a name or an address) is this machine's loopback."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def defaults() -> dict[str, Any]:

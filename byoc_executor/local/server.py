@@ -31,7 +31,6 @@ uploads and log shipping.
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import json
 import re
 import secrets
@@ -47,6 +46,7 @@ from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoReque
 from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
 
+from byoc_executor.settings import is_loopback_host
 from byoc_executor.local.faults import AFTER, FaultPlan, JobFault, JobFaults, TooLate
 from byoc_executor.local.hybrid_jobs import BraketApi
 from byoc_executor.local.jobs import ApiError, JobContext, Timing
@@ -132,7 +132,7 @@ class Emulator:
         kill_grace: float = 2.0,
         log_flush_interval: float = 0.2,
     ):
-        if not _is_loopback(host):
+        if not is_loopback_host(host):
             raise ValueError(f"the emulator binds loopback addresses only, not {host!r}: use 127.0.0.1")
         self.host = host
         self.port = port
@@ -401,13 +401,6 @@ def _admin_json(request: Request) -> Any:
         raise ValueError(f"the body is not JSON: {e}") from e
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _json_body(request: Request) -> dict:

@@ -21,14 +21,12 @@ from typing import Any, Iterable
 import botocore.session
 from botocore.model import OperationModel, ServiceModel, Shape
 
-# An ECR image: <account>.dkr.ecr.<region>.amazonaws.com[.cn]/<repository>[:tag | @sha256:digest].
-# https://docs.aws.amazon.com/AmazonECR/latest/userguide/docker-pull-ecr-image.html
-ECR_IMAGE_PATTERN = re.compile(
-    r"\d{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/"
-    r"[a-z0-9]+([._/-][a-z0-9]+)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}|@sha256:[0-9a-f]{64})?"
-)
-BRAKET_DEVICE_PATTERN = re.compile(r"arn:aws[a-z-]*:braket:[a-z0-9-]*:(\d{12})?:device/.+|local:[^/\s]+/\S+")
-ROLE_ARN_PATTERN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/\S+")
+from byoc_executor.settings import BRAKET_DEVICE, ECR_IMAGE, ROLE_ARN
+
+# The client's own shapes (byoc_executor.settings): one definition of what each accepts.
+ECR_IMAGE_PATTERN = ECR_IMAGE
+BRAKET_DEVICE_PATTERN = BRAKET_DEVICE
+ROLE_ARN_PATTERN = ROLE_ARN
 # Bucket names: https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html
 S3_URI_PATTERN = re.compile(r"s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(/.*)?")
 
