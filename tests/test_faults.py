@@ -473,3 +473,32 @@ def test_cli_local_injects_faults(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.wait(15)
+
+
+def sleep_then_square(x: int) -> int:
+    time.sleep(30)
+    return x * x
+
+
+@pytest.mark.parametrize(
+    ("service", "describe", "cancel"),
+    [("braket", "GetJob", "CancelJob"), ("sagemaker", "DescribeTrainingJob", "StopTrainingJob")],
+)
+async def test_a_job_that_can_no_longer_be_followed_is_cancelled(emulator: Emulator, service: str, describe: str, cancel: str) -> None:
+    """Status calls fail for good (after botocore's retries) mid-run: the node fails and the job does not run on."""
+    dispatch = f"lost-{uuid.uuid4()}"
+    name = job_name(dispatch, 3)
+
+    async def lose_contact(listener) -> None:
+        while not listener.job_handles:
+            await asyncio.sleep(0.05)
+        emulator.faults = FaultPlan({service: FaultRule(1.0, kinds={"500": 1.0}, operations=(describe,))})
+
+    r = await run(service, emulator, sleep_then_square, 3, dispatch_id=dispatch, meanwhile=lose_contact)
+    assert r.status == RESULT_STATUS.FAILED
+    assert "could not be followed, so it was cancelled" in r.stderr, r.stderr
+    emulator.clear_faults()
+    deadline = time.monotonic() + 30
+    while (status := next(j["status"] for j in emulator.jobs() if j["name"] == name)) not in ("CANCELLED", "Stopped"):
+        assert time.monotonic() < deadline, status
+        await asyncio.sleep(0.2)
