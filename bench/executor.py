@@ -1,0 +1,152 @@
+"""Benchmark: what the executor costs next to the job, measured against the local emulator.
+
+Prints, for N electrons of random lengths run concurrently through ``BYOCExecutor.execute()`` (the
+entry Covalent's dispatcher uses, with Covalent's real task wrapper):
+
+- client CPU seconds per electron (this process only: the emulator runs in its own process);
+- the longest stall of the event loop (a 5 ms ticker's worst overshoot);
+- completion latency: from the moment the emulator recorded the job as ended (its ``endedAt`` /
+  ``TrainingEndTime``) to the moment ``execute()`` returned, median and p95;
+- status calls (GetJob / DescribeTrainingJob) per job and per job-second.
+
+Usage: python bench/executor.py [--electrons 64] [--service sagemaker] [--min 0.5] [--max 4] [--poll-freq 10]
+No timed assertions anywhere: this prints figures for the README's performance table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from functools import partial
+
+import boto3
+
+
+def sleep_for(seconds: float) -> float:
+    import time as t
+
+    t.sleep(seconds)
+    return seconds
+
+
+def start_emulator() -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "byoc_executor.cli", "local", "--port", "0", "--phase-delay", "0.05", "--kill-grace", "1"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "AWS_EC2_METADATA_DISABLED": "true"},
+    )
+    line = proc.stdout.readline()
+    return proc, line.rsplit(" ", 1)[-1].strip()
+
+
+async def main(args: argparse.Namespace) -> None:
+    import cloudpickle
+    from covalent._workflow.transportable_object import TransportableObject
+    from covalent.executor.utils.wrappers import wrapper_fn
+
+    from byoc_executor import BYOCExecutor, aws
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+    from covalent_listener import Listener
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    proc, url = start_emulator()
+    try:
+        s3 = boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="y")
+        s3.create_bucket(Bucket="bench")
+        ex_settings = dict(
+            service=args.service,
+            image_uri="123456789012.dkr.ecr.us-east-1.amazonaws.com/byoc-executor:bench",
+            s3_bucket_name="bench",
+            role_arn="arn:aws:iam::123456789012:role/bench",
+            endpoint_url=url,
+            device="local:braket/braket_sv",
+            poll_freq=args.poll_freq,
+        )
+        status_calls: dict[str, int] = {}
+
+        def count(params, **kwargs) -> None:
+            key = params.get("jobArn") or params.get("TrainingJobName")
+            status_calls[key.rsplit("/", 1)[-1]] = status_calls.get(key.rsplit("/", 1)[-1], 0) + 1
+
+        stalls: list[float] = []
+        stop = asyncio.Event()
+
+        async def ticker() -> None:
+            while not stop.is_set():
+                t0 = time.perf_counter()
+                await asyncio.sleep(0.005)
+                stalls.append(time.perf_counter() - t0 - 0.005)
+
+        rng = random.Random(1)
+        lengths = [rng.uniform(args.min, args.max) for _ in range(args.electrons)]
+        returned: dict[str, float] = {}
+
+        async def one(i: int, seconds: float) -> None:
+            ex = BYOCExecutor(**ex_settings)
+            listener = Listener(ex)
+            dispatch_id = str(uuid.uuid4())
+            fn = partial(wrapper_fn, TransportableObject(sleep_for), [], [])
+            _, _, stderr, status = await ex.execute(fn, [TransportableObject(seconds)], {}, dispatch_id, "/tmp", i)
+            returned[listener.job_handles[0]["job_id"].rsplit("/", 1)[-1]] = time.time()
+            await listener.close()
+            assert str(status) == "COMPLETED", stderr
+
+        # Register the counter on the shared client before the electrons start.
+        client = await aws.pool().client(args.service, aws.AWSTarget.of(BYOCExecutor(**ex_settings).settings()))
+        op = "GetJob" if args.service == "braket" else "DescribeTrainingJob"
+        client.meta.events.register(f"provide-client-params.{args.service}.{op}", count)
+
+        tick = asyncio.create_task(ticker())
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        await asyncio.gather(*(one(i, s) for i, s in enumerate(lengths)))
+        cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+        stop.set()
+        await tick
+
+        sync = boto3.client(args.service, endpoint_url=url, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="y")
+        latencies, per_second = [], []
+        for name, back in returned.items():
+            if args.service == "braket":
+                job = sync.get_job(jobArn=f"arn:aws:braket:us-east-1:123456789012:job/{name}")
+                ended, started = job["endedAt"].timestamp(), job["createdAt"].timestamp()
+            else:
+                job = sync.describe_training_job(TrainingJobName=name)
+                ended, started = job["TrainingEndTime"].timestamp(), job["CreationTime"].timestamp()
+            latencies.append(back - ended)
+            per_second.append(status_calls.get(name, 0) / max(ended - started, 1e-3))
+        await aws.close_clients()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+    latencies.sort()
+    print(f"electrons: {args.electrons} on {args.service}, job lengths {args.min}-{args.max} s, poll_freq {args.poll_freq} s")
+    print(f"wall time: {wall:.1f} s")
+    print(f"client CPU per electron: {1000 * cpu / args.electrons:.1f} ms")
+    print(f"longest event-loop stall: {1000 * max(stalls):.1f} ms")
+    print(f"completion latency: median {statistics.median(latencies):.2f} s, p95 {latencies[int(0.95 * (len(latencies) - 1))]:.2f} s")
+    calls = [status_calls.get(n, 0) for n in returned]
+    print(f"status calls per job: mean {statistics.mean(calls):.1f}; per job-second: mean {statistics.mean(per_second):.2f}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--electrons", type=int, default=64)
+    parser.add_argument("--service", choices=["braket", "sagemaker"], default="sagemaker")
+    parser.add_argument("--min", type=float, default=0.5)
+    parser.add_argument("--max", type=float, default=4.0)
+    parser.add_argument("--poll-freq", type=float, default=10.0)
+    args = parser.parse_args()
+    os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+    for name in [n for n in os.environ if n.startswith("AWS_") and n != "AWS_EC2_METADATA_DISABLED"]:
+        del os.environ[name]
+    asyncio.run(main(args))
