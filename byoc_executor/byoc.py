@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 FIRST_POLL = 0.25  # seconds; polling backs off from here to poll_freq
 POLL_BACKOFF = 1.5
+RESULT_PROBE_MAX = 1.0  # the longest pause between two S3 checks for the results archive
+LOG_POLL = 2.0  # the shortest pause between two reads of the job's logs
 QUEUE_ALLOWANCE = 24 * 3600  # how long past max_runtime a job may sit queued before we give up
 CANCEL_WAIT = 300  # how long to follow a cancelled job to its end
 LOG_TAIL_LINES = 40
@@ -129,7 +131,7 @@ class BYOCExecutor(AsyncBaseExecutor):
             await self.set_job_handle({"service": settings.service, "job_id": job_id, "region": region})
             log.info("%s:%s submitted as %s job %s", dispatch_id, node_id, settings.service, job_id)
             follower = LogFollower(await clients.client("logs", target), service.log_group, f"{staged.job_name}/")
-            status = await self._follow(service, job_id, settings, follower)
+            status = await self._follow(service, job_id, settings, follower, s3)
             ended = True
             value = await self._collect(s3, status, settings, encoded.result_key, follower)
             if not settings.keep_artifacts:
@@ -152,51 +154,74 @@ class BYOCExecutor(AsyncBaseExecutor):
         if settings.service == "braket":
             await storage.put_bytes(s3, staged.source, _source_archive())
 
-    async def _follow(self, service: JobService, job_id: str, settings: Settings, follower: LogFollower) -> JobStatus:
-        """Poll until the job ends: fast at first, backing off to ``poll_freq``; cancel if Covalent asks.
+    async def _follow(self, service: JobService, job_id: str, settings: Settings, follower: LogFollower, s3: Any) -> JobStatus:
+        """Follow the job to its end; cancel it if Covalent asks. Every wait is bounded.
 
-        While the job runs, its new log lines go to this process's log (the Covalent server's
-        log: Covalent 0.240 publishes a node's stdout/stderr only when the node ends) and its
-        progress events to the node's stderr as ``[byoc]`` lines. The logs are read once more
-        after the job ends.
+        Status calls back off from FIRST_POLL to ``poll_freq`` (with jitter), so a long job costs
+        few of them: the job APIs have low request-rate limits per account. What makes the end
+        seen promptly is a cheaper signal: while the job runs, the executor asks S3 (whose rate
+        limits are orders of magnitude higher) whether the results archive exists, backing off
+        to RESULT_PROBE_MAX. The archive is uploaded before the service reports the job ended,
+        so once it appears the status is polled fast again until the job is terminal.
+
+        While the job runs, its new log lines go to this process's log (the Covalent server's:
+        Covalent 0.240 publishes a node's stdout/stderr only when the node ends), at most every
+        LOG_POLL seconds, and once more after the end; its progress events go to the node's
+        stderr as ``[byoc]`` lines.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + settings.max_runtime + QUEUE_ALLOWANCE
-        interval, last = FIRST_POLL, None
+        interval, probe = FIRST_POLL, FIRST_POLL
+        next_status = next_logs = loop.time()
+        last: JobState | None = None
         cancelling_since: float | None = None
+        result_seen = False
         reported = 0
+        results: storage.S3Location | None = None
         while True:
-            status = await service.describe(job_id)
-            for event in status.progress[reported:]:
-                self._stderr(f"[byoc] {settings.service} job {status.job_id}: {event}\n")
-                log.info("job %s: %s", job_id, event)
-            reported = max(reported, len(status.progress))
-            if status.state is not last:
-                log.info("job %s: %s (%s)", job_id, status.raw_status, status.detail)
-                last, interval = status.state, FIRST_POLL
-            if status.state is not JobState.QUEUED:
+            now = loop.time()
+            if now >= next_status:
+                status = await service.describe(job_id)
+                results = storage.S3Location.parse(status.results_uri)
+                for event in status.progress[reported:]:
+                    self._stderr(f"[byoc] {settings.service} job {status.job_id}: {event}\n")
+                    log.info("job %s: %s", job_id, event)
+                reported = max(reported, len(status.progress))
+                if status.state is not last:
+                    log.info("job %s: %s (%s)", job_id, status.raw_status, status.detail)
+                    last, interval = status.state, FIRST_POLL
+                if status.state.terminal:
+                    for line in await follower.poll(final=True):
+                        log.info("job %s | %s", job_id, line)
+                    if cancelling_since is not None:
+                        raise TaskCancelledError(f"job {job_id} was cancelled ({status.raw_status})")
+                    return status
+                next_status = now + interval * random.uniform(0.8, 1.0)
+                interval = min(interval * POLL_BACKOFF, settings.poll_freq)
+            running = last in (JobState.RUNNING, JobState.CANCELLING, JobState.UNKNOWN)
+            if running and now >= next_logs:
                 for line in await follower.poll():
                     log.info("job %s | %s", job_id, line)
-            if status.state.terminal:
-                if cancelling_since is not None:
-                    raise TaskCancelledError(f"job {job_id} was cancelled ({status.raw_status})")
-                return status
-            now = loop.time()
+                next_logs = now + LOG_POLL
+            if last is JobState.RUNNING and not result_seen and results is not None and await storage.exists(s3, results):
+                result_seen, interval, next_status = True, FIRST_POLL, now  # the end is near
+                continue
             if cancelling_since is None and await self._cancel_requested():
                 log.info("cancel requested: cancelling job %s", job_id)
                 await service.cancel(job_id)
-                cancelling_since = now
+                cancelling_since, next_status = now, now
             if cancelling_since is not None and now - cancelling_since > CANCEL_WAIT:
-                raise TaskCancelledError(f"job {job_id} was asked to cancel {CANCEL_WAIT}s ago and is still {status.raw_status}")
+                raise TaskCancelledError(f"job {job_id} was asked to cancel {CANCEL_WAIT}s ago and is still {last}")
             if now > deadline:
                 await service.cancel(job_id)
                 raise ResultError(
-                    f"job {job_id} is still {status.raw_status} after max_runtime + {QUEUE_ALLOWANCE}s; it was cancelled",
-                    job_id=job_id,
-                    status=status.raw_status,
+                    f"job {job_id} is still {last} after max_runtime + {QUEUE_ALLOWANCE}s; it was cancelled", job_id=job_id
                 )
-            await asyncio.sleep(interval * random.uniform(0.8, 1.0))
-            interval = min(interval * POLL_BACKOFF, settings.poll_freq)
+            wake = next_status
+            if last is JobState.RUNNING and not result_seen:
+                wake = min(wake, now + probe)
+                probe = min(probe * POLL_BACKOFF, RESULT_PROBE_MAX)
+            await asyncio.sleep(max(0.0, wake - loop.time()))
 
     async def _collect(self, s3: Any, status: JobStatus, settings: Settings, result_key: str, follower: LogFollower) -> Any:
         """Turn a terminal job into the electron's value, or a TaskRuntimeError that says why."""

@@ -10,7 +10,9 @@ how the end of a stream is recognised. The group does not exist until the job fi
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections import deque
 from typing import Any
 
@@ -19,6 +21,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 log = logging.getLogger(__name__)
 
 MAX_PAGES_PER_POLL = 50  # a bound on one poll's work; the next poll carries on from the token
+FINAL_ATTEMPTS = 6  # reads of the logs after the job ended, while the Logs API throttles
+THROTTLED = {"ThrottlingException", "Throttling", "TooManyRequestsException"}
+STREAM_REFRESH = 30.0  # seconds between two listings of the job's streams, once one is known
 KEPT_LINES = 2000  # what a failed node's stderr gets at most
 
 
@@ -30,21 +35,41 @@ class LogFollower:
         self._group = group
         self._prefix = stream_prefix
         self._tokens: dict[str, str | None] = {}
+        self._streams_known: list[str] = []
+        self._listed_at = float("-inf")
         self.lines: deque[str] = deque(maxlen=KEPT_LINES)
 
-    async def poll(self) -> list[str]:
-        """The messages logged since the last poll, oldest first (also kept in ``lines``)."""
+    async def poll(self, final: bool = False) -> list[str]:
+        """The messages logged since the last poll, oldest first (also kept in ``lines``).
+
+        Args:
+            final: the job has ended: list its streams again, whenever they were last listed.
+        """
         new: list[str] = []
-        try:
-            for stream in await self._streams():
-                new += await self._read(stream)
-        except ClientError as e:
-            if e.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
+        for attempt in range(FINAL_ATTEMPTS if final else 1):
+            try:
+                now = time.monotonic()
+                if final or not self._streams_known or now - self._listed_at > STREAM_REFRESH:
+                    self._streams_known, self._listed_at = await self._streams(), now
+                for stream in self._streams_known:
+                    await self._read(stream, new)
+                break
+            except ClientError as e:
+                code = e.response.get("Error", {}).get("Code")
+                if code == "ResourceNotFoundException":
+                    break  # the job never logged
+                if final and code in THROTTLED and attempt + 1 < FINAL_ATTEMPTS:
+                    # The last read is the one a failure's diagnosis needs: wait out throttling
+                    # (the Logs client itself retries little, so polls never stall the job's status).
+                    await asyncio.sleep(0.5 * 2**attempt)
+                    continue
                 # Logs are a convenience: never fail a task because they could not be read. The
-                # tokens did not move, so the next poll reads what this one missed.
+                # tokens only move past what was read, so the next poll reads what this one missed.
                 log.warning("could not read %s/%s*: %s", self._group, self._prefix, e)
-        except BotoCoreError as e:
-            log.warning("could not reach the logs of %s/%s*: %s", self._group, self._prefix, e)
+                break
+            except BotoCoreError as e:
+                log.warning("could not reach the logs of %s/%s*: %s", self._group, self._prefix, e)
+                break
         self.lines.extend(new)
         return new
 
@@ -55,15 +80,18 @@ class LogFollower:
             names += [s["logStreamName"] for s in page.get("logStreams", [])]
         return sorted(names)
 
-    async def _read(self, stream: str) -> list[str]:
-        out: list[str] = []
+    async def _read(self, stream: str, into: list[str]) -> None:
+        """Append the stream's new messages to ``into``, a page at a time.
+
+        The stream's token advances only together with the page it covers, so an error half-way
+        loses nothing: what was appended stays, and the next read starts after it.
+        """
         for _ in range(MAX_PAGES_PER_POLL):
             token = self._tokens.get(stream)
             kwargs = {"nextToken": token} if token else {"startFromHead": True}
             page = await self._logs.get_log_events(logGroupName=self._group, logStreamName=stream, **kwargs)
-            out += [e["message"].rstrip("\n") for e in page.get("events", [])]
+            into += [e["message"].rstrip("\n") for e in page.get("events", [])]
             following = page.get("nextForwardToken")
             if not following or following == token:
-                break
+                return
             self._tokens[stream] = following
-        return out

@@ -8,6 +8,7 @@ translated at this edge (``errors.raise_aws_error``).
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,8 @@ import aiofiles
 from botocore.exceptions import ClientError
 
 from byoc_executor.errors import raise_aws_error
+
+log = logging.getLogger(__name__)
 
 SINGLE_REQUEST_LIMIT = 16 * 1024 * 1024
 PART_SIZE = 16 * 1024 * 1024
@@ -51,6 +54,17 @@ async def head_bucket(s3: Any, bucket: str) -> None:
         await s3.head_bucket(Bucket=bucket)
     except ClientError as e:
         raise_aws_error(e, "HeadBucket", f"s3://{bucket}")
+
+
+async def exists(s3: Any, where: S3Location) -> bool:
+    """Whether the object exists. A cheap probe: any error other than "not found" also says False."""
+    try:
+        await s3.head_object(Bucket=where.bucket, Key=where.key)
+    except ClientError as e:
+        if e.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+            log.debug("HeadObject %s: %s", where.uri, e)
+        return False
+    return True
 
 
 async def put_bytes(s3: Any, where: S3Location, data: bytes, tags: dict[str, str] | None = None) -> None:
