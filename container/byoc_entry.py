@@ -25,6 +25,11 @@ What it reads
                                     half signed the payload and never left the client),
                                     byoc_result_key (the per-task HMAC key for the result)
 
+    resourceconfig.json             /opt/ml/input/config/: with several hosts, the task runs on the
+                                    first (sorted) host only, unless byoc_all_hosts is "true"
+    For the task it sets BYOC_CHECKPOINT_DIR (the directory the service syncs with the job's
+    checkpoint S3 URI), BYOC_CURRENT_HOST and BYOC_HOSTS.
+
 What it writes
     <results dir>/result.byoc       the result envelope: the return value, or the exception's
                                     type, message and traceback (SageMaker: /opt/ml/model,
@@ -87,6 +92,7 @@ HP_ENVIRONMENT = "byoc_environment"
 HP_SOURCE_SHA256 = "byoc_source_sha256"  # Braket: the digest the source archive must have
 HP_PAYLOAD_PUBLIC_KEY = "byoc_payload_public_key"  # base64 Ed25519 public key that signed the payload
 HP_RESULT_KEY = "byoc_result_key"  # hex HMAC-SHA256 key that authenticates the result
+HP_ALL_HOSTS = "byoc_all_hosts"  # "true": run the task on every host, not only the leader
 
 # Domain separation: a payload signature can never pass for a result MAC, or the reverse.
 PAYLOAD_DOMAIN = b"byoc-executor payload v1\n"
@@ -95,6 +101,11 @@ RESULT_DOMAIN = b"byoc-executor result v1\n"
 # --- environment ---------------------------------------------------------------------------------
 ENV_ML_ROOT = "BYOC_ML_ROOT"  # moves /opt/ml (local mode, tests)
 DEFAULT_ML_ROOT = "/opt/ml"
+# Set for the task: where the service syncs checkpoints with checkpoint_s3_uri, whichever service.
+ENV_TASK_CHECKPOINT_DIR = "BYOC_CHECKPOINT_DIR"
+# Set for the task: this host's name and every host's, when the job has several instances.
+ENV_TASK_CURRENT_HOST = "BYOC_CURRENT_HOST"
+ENV_TASK_HOSTS = "BYOC_HOSTS"
 # Braket's contract (set by the service in the container).
 ENV_BRAKET_JOB_NAME = "AMZN_BRAKET_JOB_NAME"
 ENV_BRAKET_DEVICE_ARN = "AMZN_BRAKET_DEVICE_ARN"
@@ -332,8 +343,22 @@ class JobLayout:
             self.input_dir = self.ml_root / "input" / "data"
             self.results_dir = self.ml_root / "model"
             self.hp_file = self.ml_root / "input" / "config" / "hyperparameters.json"
+        if self.is_braket:
+            self.checkpoint_dir = Path(env.get(ENV_BRAKET_CHECKPOINT_DIR, "/opt/jobs/checkpoints"))
+        else:
+            self.checkpoint_dir = self.ml_root / "checkpoints"
         self.failure_file = self.ml_root / "output" / "failure"
         self.payload_file = self.input_dir / PAYLOAD_CHANNEL / PAYLOAD_FILE
+        self.resource_config = self.ml_root / "input" / "config" / "resourceconfig.json"
+
+    def hosts(self) -> tuple[str, list[str]]:
+        """This host's name and all hosts' (SageMaker's resourceconfig.json; one host if absent)."""
+        if not self.resource_config.exists():
+            return "algo-1", ["algo-1"]
+        with open(self.resource_config) as f:
+            config = json.load(f)
+        hosts = list(config.get("hosts") or ["algo-1"])
+        return str(config.get("current_host", hosts[0])), hosts
 
     def hyperparameters(self) -> dict[str, str]:
         if not self.hp_file.exists():
@@ -445,7 +470,15 @@ def execute(layout: JobLayout) -> int:
                 f, "payload", expected_sha256=hp[HP_PAYLOAD_SHA256], verify=signature_verifier(hp[HP_PAYLOAD_PUBLIC_KEY])
             )
         check_versions(header.get("versions", {}), "payload")
+        current, hosts = layout.hosts()
+        if current != sorted(hosts)[0] and str(hp.get(HP_ALL_HOSTS, "")).lower() != "true":
+            # Several instances: the task runs once, on the leader; the others have nothing to do.
+            print(f"byoc-executor: {current} is not the leader of {hosts}; the task runs on {sorted(hosts)[0]}", flush=True)
+            return EXIT_OK
         os.environ.update(json.loads(hp.get(HP_ENVIRONMENT) or "{}"))
+        os.environ[ENV_TASK_CHECKPOINT_DIR] = str(layout.checkpoint_dir)
+        os.environ[ENV_TASK_CURRENT_HOST] = current
+        os.environ[ENV_TASK_HOSTS] = ",".join(hosts)
         import cloudpickle
 
         task = cloudpickle.loads(body)

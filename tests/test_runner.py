@@ -336,3 +336,29 @@ def test_output_shown_is_the_authenticated_copy(tmp_path: Path) -> None:
     (layout.results_dir / contract.STDERR_FILE).write_text("forged errors\n")
     outcome = read_result(layout)
     assert outcome.stdout == "adding 1 and 2\n" and outcome.stderr == "to stderr\n"
+
+
+def read_task_env() -> dict:
+    return {k: os.environ.get(k) for k in ("BYOC_CHECKPOINT_DIR", "BYOC_CURRENT_HOST", "BYOC_HOSTS")}
+
+
+@pytest.mark.parametrize("service", ["braket", "sagemaker"])
+def test_task_learns_its_checkpoint_dir_and_hosts(tmp_path: Path, service: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("BYOC_CHECKPOINT_DIR", "BYOC_CURRENT_HOST", "BYOC_HOSTS"):
+        monkeypatch.delenv(name, raising=False)
+    env = make_tree(tmp_path, service, read_task_env)
+    if service == "braket":
+        env[contract.ENV_BRAKET_CHECKPOINT_DIR] = str(tmp_path / "ckpt")
+    layout = contract.JobLayout(env)
+    assert contract.execute(layout) == contract.EXIT_OK
+    value = read_result(layout).value
+    expected = str(tmp_path / "ckpt") if service == "braket" else str(layout.ml_root / "checkpoints")
+    assert value == {"BYOC_CHECKPOINT_DIR": expected, "BYOC_CURRENT_HOST": "algo-1", "BYOC_HOSTS": "algo-1"}
+
+
+@pytest.mark.parametrize(("current", "all_hosts", "runs"), [("algo-1", "", True), ("algo-2", "", False), ("algo-2", "true", True)])
+def test_several_hosts_run_the_task_on_the_leader_only_unless_asked(tmp_path: Path, current: str, all_hosts: str, runs: bool) -> None:
+    layout = contract.JobLayout(make_tree(tmp_path, "sagemaker", add, (1, 2), hp_extra={contract.HP_ALL_HOSTS: all_hosts}))
+    layout.resource_config.write_text(json.dumps({"current_host": current, "hosts": ["algo-2", "algo-1"]}))
+    assert contract.execute(layout) == contract.EXIT_OK
+    assert (layout.results_dir / contract.RESULT_FILE).exists() is runs
