@@ -82,6 +82,17 @@ class BYOCExecutor(AsyncBaseExecutor):
         tags: dict[str, str] | None = None,
         endpoint_url: str | None = None,
         keep_artifacts: bool | None = None,
+        use_spot: bool | None = None,
+        max_wait: int | None = None,
+        checkpoint_s3_uri: str | None = None,
+        keep_alive_period: int | None = None,
+        subnets: list[str] | None = None,
+        security_group_ids: list[str] | None = None,
+        enable_network_isolation: bool | None = None,
+        encrypt_inter_container_traffic: bool | None = None,
+        kms_key_id: str | None = None,
+        reservation_arn: str | None = None,
+        run_on_all_hosts: bool | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -150,9 +161,9 @@ class BYOCExecutor(AsyncBaseExecutor):
         raise TaskRuntimeError(message)
 
     async def _upload(self, s3: Any, settings: Settings, staged: StagedTask, encoded: codec.EncodedTask) -> None:
-        await storage.put_bytes(s3, staged.payload, encoded.envelope)
+        await storage.put_bytes(s3, staged.payload, encoded.envelope, settings.tags, settings.kms_key_id)
         if settings.service == "braket":
-            await storage.put_bytes(s3, staged.source, _source_archive())
+            await storage.put_bytes(s3, staged.source, _source_archive(), settings.tags, settings.kms_key_id)
 
     async def _follow(self, service: JobService, job_id: str, settings: Settings, follower: LogFollower, s3: Any) -> JobStatus:
         """Follow the job to its end; cancel it if Covalent asks. Every wait is bounded.

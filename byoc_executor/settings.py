@@ -28,6 +28,7 @@ SV1 = "arn:aws:braket:::device/quantum-simulator/amazon/sv1"
 BRAKET_MAX_RUNTIME = 432_000  # braket/2019-09-01 JobStoppingCondition.maxRuntimeInSeconds max
 SAGEMAKER_MAX_RUNTIME = 2_419_200  # 28 days: SageMaker's documented limit (not in the model)
 BRAKET_MAX_INSTANCES = 5
+SAGEMAKER_MAX_KEEP_ALIVE = 21_600  # sagemaker/2017-07-24 ResourceConfig.KeepAlivePeriodInSeconds max
 
 _REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d$")
 ROLE_ARN = re.compile(r"^arn:aws[a-z\-]*:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-/]+$")
@@ -44,6 +45,21 @@ _LOCAL_DEVICE = re.compile(r"^local:[A-Za-z0-9_-]+/[A-Za-z0-9_.-]+$")
 BRAKET_DEVICE = re.compile(f"{_DEVICE_ARN.pattern}|{_LOCAL_DEVICE.pattern}")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _ENV_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,511}$")
+_S3_URI = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")
+_SUBNET = re.compile(r"^subnet-[0-9a-f]{8,17}$")
+_SECURITY_GROUP = re.compile(r"^sg-[0-9a-f]{8,17}$")
+_KMS_KEY = re.compile(r"^(arn:aws[a-z\-]*:kms:[a-z0-9-]+:\d{12}:(key|alias)/[A-Za-z0-9/_-]+|[0-9a-f-]{36}|alias/[A-Za-z0-9/_-]+)$")
+_RESERVATION = re.compile(r"^arn:aws[a-z\-]*:braket:[a-z0-9-]+:\d{12}:reservation/[A-Za-z0-9-]+$")
+# Options one service has and the other does not, with how the other is told so.
+_SAGEMAKER_ONLY = {
+    "use_spot": "Braket hybrid jobs have no managed spot capacity",
+    "max_wait": "it belongs to SageMaker managed spot training",
+    "keep_alive_period": "Braket hybrid jobs have no warm pools",
+    "subnets": "Braket hybrid jobs have no VPC configuration",
+    "security_group_ids": "Braket hybrid jobs have no VPC configuration",
+    "enable_network_isolation": "Braket hybrid jobs have no network isolation setting",
+    "encrypt_inter_container_traffic": "Braket hybrid jobs have no such setting",
+}
 
 
 def _setting(default: Any, doc: str, **kw: Any) -> Any:
@@ -74,6 +90,17 @@ class Settings:
     tags: dict = _setting({}, "Tags for the job (string to string).")
     endpoint_url: str = _setting("", "One endpoint for every AWS service (local mode and tests: the emulator's URL). Empty: AWS itself.")
     keep_artifacts: bool = _setting(False, "Keep the task's S3 artifacts after its result was fetched and verified (they are always kept after a failure).")
+    use_spot: bool = _setting(False, "SageMaker only: managed spot training (much cheaper; may be interrupted and restarted: use checkpoint_s3_uri to resume).")
+    max_wait: int = _setting(0, "SageMaker spot: seconds to wait for spot capacity plus run time, at least max_runtime. 0: twice max_runtime.")
+    checkpoint_s3_uri: str = _setting("", "S3 URI synced with the job's checkpoint directory ($BYOC_CHECKPOINT_DIR in the task) before and after it runs, so a task can resume.")
+    keep_alive_period: int = _setting(0, "SageMaker only: seconds (at most 21600) a warm pool keeps the instance after the job, for the next electron with the same settings; billed while kept.")
+    subnets: list = _setting([], "SageMaker only: VPC subnet ids for the job (with security_group_ids).")
+    security_group_ids: list = _setting([], "SageMaker only: VPC security group ids for the job (with subnets).")
+    enable_network_isolation: bool = _setting(False, "SageMaker only: the container gets no network access (the payload still arrives as an input channel).")
+    encrypt_inter_container_traffic: bool = _setting(False, "SageMaker only: encrypt traffic between the job's instances (instance_count > 1).")
+    kms_key_id: str = _setting("", "KMS key for the S3 payloads and results (SSE-KMS on every upload), the job's output and (SageMaker) its volume.")
+    reservation_arn: str = _setting("", "Braket only: the ARN of a Braket Direct reservation; the job's quantum tasks run in that dedicated window.")
+    run_on_all_hosts: bool = _setting(False, "With instance_count > 1, run the task on every host (BYOC_CURRENT_HOST / BYOC_HOSTS tell it which); default: on the first host only.")
 
     # -- checks -----------------------------------------------------------------------------------
 
@@ -109,6 +136,8 @@ class Settings:
                 add(ConfigurationError(f.name, f"must be a whole number, got {value!r}", "give an integer"))
             elif f.type == "str" and not isinstance(value, str):
                 add(ConfigurationError(f.name, f"must be a string, got {type(value).__name__}", "give a string"))
+            elif f.type == "list" and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+                add(ConfigurationError(f.name, f"must be a list of strings, got {value!r}", 'e.g. ["subnet-0abc..."]'))
             elif f.type == "dict" and not (isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())):
                 add(ConfigurationError(f.name, f"must map strings to strings, got {value!r}", 'e.g. {"KEY": "value"}'))
             elif f.metadata.get("required") and not value and complete:
@@ -160,7 +189,49 @@ class Settings:
             url = urlparse(self.endpoint_url)
             if url.scheme not in ("http", "https") or not url.hostname:
                 add(ConfigurationError("endpoint_url", f"{self.endpoint_url!r} is not an http(s) URL", "e.g. http://127.0.0.1:4566"))
+        problems += self._job_option_problems()
         return problems
+
+    def _job_option_problems(self) -> list[ConfigurationError]:
+        """The options of issue 7: spot, warm pools, networking, encryption, checkpoints, reservations."""
+        problems: list[ConfigurationError] = []
+        add = problems.append
+        if self.service == "braket":
+            for name, why in _SAGEMAKER_ONLY.items():
+                if getattr(self, name):
+                    add(ConfigurationError(name, f"is set, but {why}", f'leave it out, or use service="sagemaker"'))
+        if self.service == "sagemaker" and self.reservation_arn:
+            add(ConfigurationError("reservation_arn", "is set, but reservations are a Braket feature", 'leave it out, or use service="braket"'))
+        if self.service == "sagemaker":
+            if self.max_wait and not self.use_spot:
+                add(ConfigurationError("max_wait", "is set without use_spot", "set use_spot = true, or leave max_wait out"))
+            if self.use_spot and self.max_wait and self.max_wait < self.max_runtime:
+                add(ConfigurationError("max_wait", f"({self.max_wait} s) is less than max_runtime ({self.max_runtime} s)", "SageMaker needs max_wait >= max_runtime"))
+            if self.use_spot and self.keep_alive_period:
+                add(ConfigurationError("keep_alive_period", "is set with use_spot", "SageMaker warm pools are not available for managed spot training: drop one"))
+            if not 0 <= self.keep_alive_period <= SAGEMAKER_MAX_KEEP_ALIVE:
+                add(ConfigurationError("keep_alive_period", f"is {self.keep_alive_period} s", f"use 0 to {SAGEMAKER_MAX_KEEP_ALIVE} seconds"))
+            if bool(self.subnets) != bool(self.security_group_ids):
+                missing = "security_group_ids" if self.subnets else "subnets"
+                add(ConfigurationError(missing, "is empty while the other VPC setting is given", "give both subnets and security_group_ids"))
+            for name, pattern, most, example in (("subnets", _SUBNET, 16, "subnet-0abc1234"), ("security_group_ids", _SECURITY_GROUP, 5, "sg-0abc1234")):
+                values = getattr(self, name)
+                bad = [v for v in values if not pattern.match(v)]
+                if bad or len(values) > most:
+                    problem = f"has {bad[0]!r}" if bad else f"has {len(values)} entries"
+                    add(ConfigurationError(name, problem, f"use at most {most} ids such as {example}"))
+        if self.checkpoint_s3_uri and not _S3_URI.match(self.checkpoint_s3_uri):
+            add(ConfigurationError("checkpoint_s3_uri", f"{self.checkpoint_s3_uri!r} is not an S3 URI", "use s3://<bucket>/<prefix>"))
+        if self.kms_key_id and not _KMS_KEY.match(self.kms_key_id):
+            add(ConfigurationError("kms_key_id", f"{self.kms_key_id!r} is not a KMS key", "use a key ARN, a key id or alias/<name>"))
+        if self.reservation_arn and self.service == "braket" and not _RESERVATION.match(self.reservation_arn):
+            add(ConfigurationError("reservation_arn", f"{self.reservation_arn!r} is not a Braket reservation ARN", "use arn:aws:braket:<region>:<account>:reservation/<id>"))
+        return problems
+
+    @property
+    def spot_max_wait(self) -> int:
+        """MaxWaitTimeInSeconds for a spot job: ``max_wait``, or twice ``max_runtime``."""
+        return self.max_wait or min(2 * self.max_runtime, SAGEMAKER_MAX_RUNTIME)
 
     def model_problems(self) -> list[ConfigurationError]:
         """What botocore's service models say the API would refuse (reads botocore's data files)."""

@@ -67,23 +67,31 @@ async def exists(s3: Any, where: S3Location) -> bool:
     return True
 
 
-async def put_bytes(s3: Any, where: S3Location, data: bytes, tags: dict[str, str] | None = None) -> None:
-    """Upload ``data`` in one request."""
+def put_options(tags: dict[str, str] | None = None, kms_key_id: str = "") -> dict[str, str]:
+    """The PutObject / CreateMultipartUpload arguments for the object's tags and SSE-KMS."""
     extra = {"Tagging": _tagging(tags)} if tags else {}
+    if kms_key_id:
+        extra.update(ServerSideEncryption="aws:kms", SSEKMSKeyId=kms_key_id)
+    return extra
+
+
+async def put_bytes(s3: Any, where: S3Location, data: bytes, tags: dict[str, str] | None = None, kms_key_id: str = "") -> None:
+    """Upload ``data`` in one request."""
+    extra = put_options(tags, kms_key_id)
     try:
         await s3.put_object(Bucket=where.bucket, Key=where.key, Body=data, **extra)
     except ClientError as e:
         raise_aws_error(e, "PutObject", where.uri)
 
 
-async def upload_file(s3: Any, path: str, where: S3Location, tags: dict[str, str] | None = None) -> None:
+async def upload_file(s3: Any, path: str, where: S3Location, tags: dict[str, str] | None = None, kms_key_id: str = "") -> None:
     """Upload a local file: one request when small, a streamed multipart upload when large."""
     size = os.path.getsize(path)
     if size <= SINGLE_REQUEST_LIMIT:
         async with aiofiles.open(path, "rb") as f:
-            await put_bytes(s3, where, await f.read(), tags)
+            await put_bytes(s3, where, await f.read(), tags, kms_key_id)
         return
-    extra = {"Tagging": _tagging(tags)} if tags else {}
+    extra = put_options(tags, kms_key_id)
     try:
         upload = await s3.create_multipart_upload(Bucket=where.bucket, Key=where.key, **extra)
     except ClientError as e:

@@ -139,3 +139,85 @@ def test_braket_status_translation() -> None:
     assert status.failure_reason == "ValueError: bad"
     assert status.results_uri == "s3://bkt/p/output/output/model.tar.gz"
     assert status.log_stream_prefix == "cov-x/"
+
+
+KMS = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
+
+def test_sagemaker_job_options_reach_the_request() -> None:
+    s = settings(
+        service="sagemaker",
+        use_spot=True,
+        max_runtime=600,
+        checkpoint_s3_uri="s3://bkt/ckpt/run-1",
+        subnets=["subnet-0abc1234"],
+        security_group_ids=["sg-0abc1234"],
+        enable_network_isolation=True,
+        encrypt_inter_container_traffic=True,
+        kms_key_id=KMS,
+        instance_count=2,
+        run_on_all_hosts=True,
+    )
+    s.check_shapes()
+    request = sagemaker.create_training_job_request(s, stage(s, "d", 1, {}))
+    _validate("sagemaker", "CreateTrainingJob", request)
+    assert request["EnableManagedSpotTraining"] is True
+    assert request["StoppingCondition"] == {"MaxRuntimeInSeconds": 600, "MaxWaitTimeInSeconds": 1200}
+    assert request["CheckpointConfig"] == {"S3Uri": "s3://bkt/ckpt/run-1"}
+    assert request["VpcConfig"] == {"Subnets": ["subnet-0abc1234"], "SecurityGroupIds": ["sg-0abc1234"]}
+    assert request["EnableNetworkIsolation"] is True and request["EnableInterContainerTrafficEncryption"] is True
+    assert request["OutputDataConfig"]["KmsKeyId"] == KMS and request["ResourceConfig"]["VolumeKmsKeyId"] == KMS
+    assert request["ResourceConfig"]["InstanceCount"] == 2
+    assert request["HyperParameters"][contract.HP_ALL_HOSTS] == "true"
+
+
+def test_sagemaker_warm_pool_and_explicit_max_wait() -> None:
+    warm = settings(service="sagemaker", keep_alive_period=1800)
+    request = sagemaker.create_training_job_request(warm, stage(warm, "d", 1, {}))
+    _validate("sagemaker", "CreateTrainingJob", request)
+    assert request["ResourceConfig"]["KeepAlivePeriodInSeconds"] == 1800
+    assert "EnableManagedSpotTraining" not in request
+    spot = settings(service="sagemaker", use_spot=True, max_runtime=600, max_wait=900)
+    assert sagemaker.create_training_job_request(spot, stage(spot, "d", 1, {}))["StoppingCondition"]["MaxWaitTimeInSeconds"] == 900
+
+
+def test_braket_job_options_reach_the_request() -> None:
+    reservation = "arn:aws:braket:us-east-1:123456789012:reservation/a1b2c3d4-0000-1111-2222-333344445555"
+    s = settings(checkpoint_s3_uri="s3://bkt/ckpt", kms_key_id=KMS, reservation_arn=reservation, instance_count=3)
+    s.check_shapes()
+    request = braket.create_job_request(s, stage(s, "d", 1, {}), "ab" * 32)
+    _validate("braket", "CreateJob", request)
+    assert request["checkpointConfig"] == {"s3Uri": "s3://bkt/ckpt"}
+    assert request["outputDataConfig"]["kmsKeyId"] == KMS
+    assert request["associations"] == [{"arn": reservation, "type": "RESERVATION_TIME_WINDOW_ARN"}]
+    assert request["instanceConfig"]["instanceCount"] == 3
+    assert contract.HP_ALL_HOSTS not in request["hyperParameters"]
+
+
+@pytest.mark.parametrize(
+    ("over", "setting", "fragment"),
+    [
+        ({"use_spot": True}, "use_spot", "no managed spot"),
+        ({"subnets": ["subnet-0abc1234"], "security_group_ids": ["sg-0abc1234"]}, "subnets", "no VPC configuration"),
+        ({"keep_alive_period": 60}, "keep_alive_period", "no warm pools"),
+        ({"enable_network_isolation": True}, "enable_network_isolation", "no network isolation"),
+        ({"service": "sagemaker", "reservation_arn": "arn:aws:braket:us-east-1:123456789012:reservation/x"}, "reservation_arn", "Braket feature"),
+        ({"service": "sagemaker", "max_wait": 100}, "max_wait", "without use_spot"),
+        ({"service": "sagemaker", "use_spot": True, "max_runtime": 600, "max_wait": 300}, "max_wait", ">= max_runtime"),
+        ({"service": "sagemaker", "use_spot": True, "keep_alive_period": 60}, "keep_alive_period", "not available for managed spot"),
+        ({"service": "sagemaker", "keep_alive_period": 99_999}, "keep_alive_period", "0 to 21600"),
+        ({"service": "sagemaker", "subnets": ["subnet-0abc1234"]}, "security_group_ids", "give both"),
+        ({"service": "sagemaker", "subnets": ["vpc-1"], "security_group_ids": ["sg-0abc1234"]}, "subnets", "subnet-0abc1234"),
+        ({"checkpoint_s3_uri": "bkt/ckpt"}, "checkpoint_s3_uri", "s3://"),
+        ({"kms_key_id": "my key"}, "kms_key_id", "alias/<name>"),
+        ({"reservation_arn": "reservation-1"}, "reservation_arn", "reservation/<id>"),
+        ({"subnets": "subnet-0abc1234"}, "subnets", "list of strings"),
+    ],
+)
+def test_job_options_refused_with_the_setting_and_the_fix(over: dict, setting: str, fragment: str) -> None:
+    from byoc_executor.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError) as err:
+        settings(**over).check_shapes()
+    assert err.value.setting == setting
+    assert fragment in str(err.value)

@@ -61,8 +61,17 @@ def create_job_request(settings: Settings, staged: StagedTask, source_sha256: st
         "deviceConfig": {"device": settings.device},
         "hyperParameters": hp,
     }
+    if settings.run_on_all_hosts:
+        hp[contract.HP_ALL_HOSTS] = "true"
     if settings.tags:
         request["tags"] = dict(settings.tags)
+    if settings.checkpoint_s3_uri:
+        request["checkpointConfig"] = {"s3Uri": settings.checkpoint_s3_uri}
+    if settings.kms_key_id:
+        request["outputDataConfig"]["kmsKeyId"] = settings.kms_key_id
+    if settings.reservation_arn:
+        # Braket Direct: the job's quantum tasks run in this reserved window on the device.
+        request["associations"] = [{"arn": settings.reservation_arn, "type": "RESERVATION_TIME_WINDOW_ARN"}]
     return request
 
 

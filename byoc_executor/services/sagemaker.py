@@ -56,10 +56,28 @@ def create_training_job_request(settings: Settings, staged: StagedTask) -> dict[
         "StoppingCondition": {"MaxRuntimeInSeconds": settings.max_runtime},
         "HyperParameters": hyperparameters(staged),
     }
+    if settings.run_on_all_hosts:
+        request["HyperParameters"][contract.HP_ALL_HOSTS] = "true"
     if settings.environment:
         request["Environment"] = dict(settings.environment)
     if settings.tags:
         request["Tags"] = [{"Key": k, "Value": v} for k, v in settings.tags.items()]
+    if settings.use_spot:
+        request["EnableManagedSpotTraining"] = True
+        request["StoppingCondition"]["MaxWaitTimeInSeconds"] = settings.spot_max_wait
+    if settings.checkpoint_s3_uri:
+        request["CheckpointConfig"] = {"S3Uri": settings.checkpoint_s3_uri}
+    if settings.keep_alive_period:
+        request["ResourceConfig"]["KeepAlivePeriodInSeconds"] = settings.keep_alive_period
+    if settings.subnets:
+        request["VpcConfig"] = {"Subnets": list(settings.subnets), "SecurityGroupIds": list(settings.security_group_ids)}
+    if settings.enable_network_isolation:
+        request["EnableNetworkIsolation"] = True
+    if settings.encrypt_inter_container_traffic:
+        request["EnableInterContainerTrafficEncryption"] = True
+    if settings.kms_key_id:
+        request["OutputDataConfig"]["KmsKeyId"] = settings.kms_key_id
+        request["ResourceConfig"]["VolumeKmsKeyId"] = settings.kms_key_id
     return request
 
 
