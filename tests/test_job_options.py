@@ -1,0 +1,135 @@
+"""Job options through the executor against the emulator: each reaches the job's description, and what can be emulated acts."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import cloudpickle
+import covalent as ct
+import pytest
+from covalent._shared_files.util_classes import RESULT_STATUS
+
+from tests.conftest import BUCKET
+from tests.test_executor_emulator import boto, execute, executor, job_name_of
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+KMS = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
+
+def describe(emulator, service: str, listener) -> dict:
+    (handle,) = listener.job_handles
+    if service == "braket":
+        return boto(emulator, "braket").get_job(jobArn=handle["job_id"])
+    return boto(emulator, "sagemaker").describe_training_job(TrainingJobName=handle["job_id"])
+
+
+def environment_and_hosts() -> dict:
+    return {k: os.environ.get(k) for k in ("BYOC_OPTION", "BYOC_CHECKPOINT_DIR", "BYOC_HOSTS")}
+
+
+@pytest.mark.parametrize("service", ["braket", "sagemaker"])
+async def test_tags_and_kms_on_every_uploaded_object_and_on_the_job(emulator, service: str) -> None:
+    ex = executor(emulator, service, tags={"team": "quantum", "cost-center": "42"}, kms_key_id=KMS, keep_artifacts=True, s3_prefix="tagged")
+    value, _, stderr, status, listener = await execute(ex, environment_and_hosts)
+    assert status == RESULT_STATUS.COMPLETED, stderr
+    s3 = boto(emulator, "s3")
+    uploaded = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=f"tagged/").get("Contents", []) if "/output/" not in o["Key"]]
+    assert uploaded and all(k.endswith(("task.byoc", "source.tar.gz")) for k in uploaded)
+    for key in uploaded:
+        head = s3.head_object(Bucket=BUCKET, Key=key)
+        assert head["ServerSideEncryption"] == "aws:kms" and head["SSEKMSKeyId"] == KMS, key
+        tags = {t["Key"]: t["Value"] for t in s3.get_object_tagging(Bucket=BUCKET, Key=key)["TagSet"]}
+        assert tags == {"team": "quantum", "cost-center": "42"}, key
+    job = describe(emulator, service, listener)
+    if service == "braket":
+        assert job["outputDataConfig"]["kmsKeyId"] == KMS
+        assert job["tags"] == {"team": "quantum", "cost-center": "42"}
+    else:
+        assert job["OutputDataConfig"]["KmsKeyId"] == KMS and job["ResourceConfig"]["VolumeKmsKeyId"] == KMS
+        tags = boto(emulator, "sagemaker").list_tags(ResourceArn=job["TrainingJobArn"])["Tags"]
+        assert {t["Key"]: t["Value"] for t in tags} == {"team": "quantum", "cost-center": "42"}
+
+
+@pytest.mark.parametrize("service", ["braket", "sagemaker"])
+async def test_environment_checkpoint_dir_and_hosts_reach_the_task(emulator, service: str) -> None:
+    ex = executor(emulator, service, environment={"BYOC_OPTION": "on"}, checkpoint_s3_uri=f"s3://{BUCKET}/ckpt/{service}")
+    value, _, stderr, status, listener = await execute(ex, environment_and_hosts)
+    assert status == RESULT_STATUS.COMPLETED, stderr
+    assert value["BYOC_OPTION"] == "on" and value["BYOC_HOSTS"] == "algo-1" and value["BYOC_CHECKPOINT_DIR"]
+    job = describe(emulator, service, listener)
+    if service == "braket":
+        assert job["checkpointConfig"]["s3Uri"] == f"s3://{BUCKET}/ckpt/{service}"
+    else:
+        assert job["CheckpointConfig"]["S3Uri"] == f"s3://{BUCKET}/ckpt/{service}"
+
+
+async def test_sagemaker_spot_vpc_isolation_and_encryption_read_back(emulator) -> None:
+    ex = executor(
+        emulator,
+        "sagemaker",
+        use_spot=True,
+        max_runtime=300,
+        subnets=["subnet-0abc1234"],
+        security_group_ids=["sg-0abc1234"],
+        encrypt_inter_container_traffic=True,
+    )
+    value, _, stderr, status, listener = await execute(ex, environment_and_hosts)
+    assert status == RESULT_STATUS.COMPLETED, stderr
+    job = describe(emulator, "sagemaker", listener)
+    assert job["EnableManagedSpotTraining"] is True
+    assert job["StoppingCondition"] == {"MaxRuntimeInSeconds": 300, "MaxWaitTimeInSeconds": 600}
+    assert job["VpcConfig"] == {"Subnets": ["subnet-0abc1234"], "SecurityGroupIds": ["sg-0abc1234"]}
+    assert job["EnableInterContainerTrafficEncryption"] is True
+
+
+async def test_braket_reservation_read_back(emulator) -> None:
+    reservation = "arn:aws:braket:us-east-1:123456789012:reservation/a1b2c3d4-0000-1111-2222-333344445555"
+    value, _, stderr, status, listener = await execute(executor(emulator, "braket", reservation_arn=reservation), environment_and_hosts)
+    assert status == RESULT_STATUS.COMPLETED, stderr
+    assert describe(emulator, "braket", listener)["associations"] == [{"arn": reservation, "type": "RESERVATION_TIME_WINDOW_ARN"}]
+
+
+@pytest.mark.covalent
+def test_electron_dependencies_run_inside_the_job(covalent_server, emulator, bucket, tmp_path) -> None:
+    """DepsBash, DepsCall (call_before) and call_after run in the job's process, not in the server."""
+    from byoc_executor import BYOCExecutor
+
+    from tests.conftest import IMAGE, ROLE
+
+    sagemaker = BYOCExecutor(service="sagemaker", image_uri=IMAGE, s3_bucket_name=bucket, role_arn=ROLE, endpoint_url=emulator.url, poll_freq=1)
+    marker = tmp_path / "bash-ran"
+
+    def set_env() -> None:
+        import os as _os
+
+        _os.environ["BYOC_DEP_CALL"] = f"before in pid {_os.getpid()}"
+
+    def after() -> None:
+        print("call_after ran", flush=True)
+
+    @ct.electron(
+        executor=sagemaker,
+        deps_bash=ct.DepsBash([f"echo bash-ran-in-job > {marker}"]),
+        call_before=[ct.DepsCall(set_env)],
+        call_after=[ct.DepsCall(after)],
+    )
+    def task() -> dict:
+        import os as _os
+
+        return {"call_before": _os.environ.get("BYOC_DEP_CALL"), "pid": _os.getpid()}
+
+    @ct.lattice(executor="local", workflow_executor="local")
+    def workflow():
+        return task()
+
+    dispatch_id = covalent_server.dispatch(workflow)
+    result = covalent_server.result(dispatch_id, timeout=180)
+    assert str(result.status) == "COMPLETED", result.error
+    value = result.result
+    # call_before ran in the same process as the task: the job's, not the Covalent server's.
+    assert value["call_before"] == f"before in pid {value['pid']}"
+    assert marker.read_text().strip() == "bash-ran-in-job"
+    node = next(result.get_node_result(n) for n in result.lattice.transport_graph._graph.nodes if result.get_node_result(n)["node_name"] == "task")
+    assert "call_after ran" in node["stdout"]
