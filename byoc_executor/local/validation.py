@@ -165,7 +165,8 @@ def _check_string(shape: Shape, value: Any, path: str) -> list[str]:
         return [_problem(value, path, f"Member must satisfy enum value set: [{', '.join(shape.enum)}]")]
     pattern = shape.metadata.get("pattern")
     # AWS patterns are whole-value matches (Smithy @pattern anchors are implied in these models).
-    if pattern and re.fullmatch(pattern, value, flags=re.DOTALL) is None:
+    compiled = _model_pattern(pattern) if pattern else None
+    if compiled is not None and compiled.fullmatch(value) is None:
         return [_problem(value, path, f"Member must satisfy regular expression pattern: {pattern}")]
     return []
 
@@ -197,6 +198,23 @@ def validate_input(service: str, operation: str, request: dict) -> None:
 
 
 # --- semantic checks the services make beyond the model ------------------------------------------
+
+
+# The models' patterns are Java regular expressions; Python's re lacks Unicode property classes.
+# Inside a character class these stand-ins accept a superset (\w also holds digits and "_"), so a
+# value AWS accepts is never refused here.
+_JAVA_CLASSES = {r"\p{L}": r"\w", r"\p{M}": r"\w", r"\p{N}": r"\d", r"\p{Z}": r"\s", r"\p{S}": r"\W", r"\p{P}": r"\W"}
+
+
+@functools.lru_cache(maxsize=None)
+def _model_pattern(pattern: str) -> re.Pattern | None:
+    """A model pattern compiled for Python; None (no check) for the rare one Python cannot read."""
+    for java, python in _JAVA_CLASSES.items():
+        pattern = pattern.replace(java, python)
+    try:
+        return re.compile(pattern, flags=re.DOTALL)
+    except re.error:
+        return None
 
 
 def check_pattern(value: Any, path: str, pattern: re.Pattern, what: str) -> list[str]:
