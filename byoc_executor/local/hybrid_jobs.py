@@ -70,8 +70,18 @@ class HybridJob(JobRun):
     def hyperparameters(self) -> dict[str, str]:
         return dict(self.request.get("hyperParameters", {}))
 
-    def results_dir(self) -> Path:
-        return self.tree / "opt" / "braket" / "model"
+    def results_dir(self, tree: Path | None = None) -> Path:
+        return (tree or self.tree) / "opt" / "braket" / "model"
+
+    def checkpoint_uri(self) -> str | None:
+        return (self.request.get("checkpointConfig") or {}).get("s3Uri") or None
+
+    def checkpoint_dir(self, tree: Path) -> Path:
+        local = (self.request.get("checkpointConfig") or {}).get("localPath") or DEFAULT_CHECKPOINT_PATH
+        return tree / local.lstrip("/")
+
+    def instance_count(self) -> int:
+        return int(self.request["instanceConfig"].get("instanceCount") or 1)
 
     def artifact_uri(self) -> str:
         return self.request["outputDataConfig"]["s3Path"].rstrip("/") + "/output/model.tar.gz"
@@ -85,17 +95,17 @@ class HybridJob(JobRun):
     def uploads_on(self, ending: Ending) -> bool:
         return ending is not Ending.STOPPED
 
-    def contract_env(self) -> dict[str, str]:
+    def contract_env(self, tree: Path) -> dict[str, str]:
         script = self.request.get("algorithmSpecification", {}).get("scriptModeConfig", {})
         out_bucket, out_prefix = split_s3_uri(self.request["outputDataConfig"]["s3Path"])
-        checkpoint = self.request.get("checkpointConfig", {}).get("localPath", DEFAULT_CHECKPOINT_PATH)
+        ml_root = tree / "opt" / "ml"
         env = {
             byoc_entry.ENV_BRAKET_JOB_NAME: self.name,
             byoc_entry.ENV_BRAKET_DEVICE_ARN: self.device,
-            byoc_entry.ENV_BRAKET_JOB_RESULTS_DIR: str(self.results_dir()),
-            byoc_entry.ENV_BRAKET_CHECKPOINT_DIR: str(self.tree / checkpoint.lstrip("/")),
-            byoc_entry.ENV_BRAKET_HP_FILE: str(self.ml_root / "input" / "config" / "hyperparameters.json"),
-            byoc_entry.ENV_BRAKET_INPUT_DIR: str(self.ml_root / "input" / "data"),
+            byoc_entry.ENV_BRAKET_JOB_RESULTS_DIR: str(self.results_dir(tree)),
+            byoc_entry.ENV_BRAKET_CHECKPOINT_DIR: str(self.checkpoint_dir(tree)),
+            byoc_entry.ENV_BRAKET_HP_FILE: str(ml_root / "input" / "config" / "hyperparameters.json"),
+            byoc_entry.ENV_BRAKET_INPUT_DIR: str(ml_root / "input" / "data"),
             byoc_entry.ENV_BRAKET_OUT_S3_BUCKET: out_bucket,
             byoc_entry.ENV_BRAKET_TASK_RESULTS_S3_URI: f"s3://{out_bucket}/jobs/{self.name}/tasks",
             byoc_entry.ENV_BRAKET_JOB_RESULTS_S3_PATH: f"{out_prefix}/output".lstrip("/"),

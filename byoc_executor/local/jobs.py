@@ -3,146 +3,47 @@
 A :class:`JobRun` owns a thread that walks the phases every real job walks::
 
     QUEUED -> STARTING -> DOWNLOADING -> RUNNING -> UPLOADING -> ended
-                                         (process)   (model.tar.gz)
+                 ^       (+checkpoints)  (processes) (model.tar.gz)
+                 '--- spot interruption <---'
 
 and ends in one :class:`Ending`. The service subclasses (``hybrid_jobs.py``,
 ``training_jobs.py``) translate phases and endings into their own status vocabulary and
 describe the job in their API's shapes; this module knows neither vocabulary, and it starts
-the job's process only through a :class:`~byoc_executor.local.launchers.Launcher`.
+the job's processes (one per host, ``hosts.py``) only through a
+:class:`~byoc_executor.local.launchers.Launcher`.
 
 Each job lives in ``<root>/<jobName>/``: ``opt/ml`` (``BYOC_ML_ROOT``) and, for Braket,
-``opt/braket``. Phase delays come from :class:`Timing` so tests stay fast.
+``opt/braket``; hosts after the first in ``<root>/<jobName>/hosts/algo-<i>/``. Phase delays
+come from :class:`Timing` so tests stay fast.
 """
 
 from __future__ import annotations
 
-import enum
 import logging
 import os
 import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
 from byoc_executor.container import byoc_entry
-from byoc_executor.local.launchers import Launcher, LaunchSpec, RunningJob
-from byoc_executor.local.logs import LogShipper, Tail, pump_lines
+from byoc_executor.local.hosts import LEADER, HostProcess, first_failure, host_names, resource_config, terminate
+from byoc_executor.local.job_types import ApiError, Ending, JobContext, JobHooks, Phase, Timing, now
+from byoc_executor.local.launchers import LaunchSpec
+from byoc_executor.local.logs import LogShipper
 from byoc_executor.local.staging import (
-    DUMMY_ACCESS_KEY,
-    DUMMY_SECRET_KEY,
-    AwsClients,
-    StagingError,
-    download_prefix,
-    upload_results,
-    write_json,
+    DUMMY_ACCESS_KEY, DUMMY_SECRET_KEY, StagingError, download_prefix, upload_results, upload_tree, write_json,
 )
+
+__all__ = ["ACCOUNT_ID", "ApiError", "Ending", "JobContext", "JobHooks", "JobRun", "Phase", "Timing", "now"]
 
 logger = logging.getLogger(__name__)
 
 ACCOUNT_ID = "123456789012"
-HOST_NAME = "algo-1"
 # Variables of the emulator's own environment that a job's Python may need to start at all.
 _PASS_THROUGH_ENV = ("PATH", "LANG", "LC_ALL", "PYTHONPATH", "LD_LIBRARY_PATH", "TZ")
-
-
-class Phase(enum.Enum):
-    """Where a job is in its life; services map these to their own statuses."""
-
-    QUEUED = "queued"
-    """Accepted, waiting for capacity."""
-    STARTING = "starting"
-    """The instance (here: the job tree) is being prepared."""
-    DOWNLOADING = "downloading"
-    """Input channels are being copied in and the config files written."""
-    RUNNING = "running"
-    """The entry script is running."""
-    UPLOADING = "uploading"
-    """The results directory is being tarred to S3."""
-    ENDED = "ended"
-    """Terminal; see the job's :class:`Ending`."""
-
-
-class Ending(enum.Enum):
-    """How a job ended."""
-
-    COMPLETED = "completed"
-    """The process exited 0 and the artifacts were uploaded."""
-    FAILED = "failed"
-    """The process exited non-zero or was killed, or setup or upload failed."""
-    STOPPED = "stopped"
-    """A user asked to cancel (Braket) or stop (SageMaker) the job."""
-    MAX_RUNTIME = "max_runtime"
-    """The job ran past its stopping condition and was killed."""
-
-
-@dataclass(frozen=True)
-class Timing:
-    """How long the emulator dawdles, and how patient it is when killing.
-
-    Attributes:
-        phase_delay: seconds spent in each of QUEUED, STARTING, DOWNLOADING and UPLOADING.
-        kill_grace: seconds between SIGTERM and SIGKILL when a job is stopped.
-        log_flush_interval: seconds between CloudWatch Logs batches.
-    """
-
-    phase_delay: float = 0.1
-    kill_grace: float = 2.0
-    log_flush_interval: float = 0.2
-
-
-class JobHooks(Protocol):
-    """Called by every job at two points of its life (fault injection: ``faults.JobFaults``)."""
-
-    def before_download(self, job: "JobRun") -> None:
-        """Just before the job copies its input channels from S3."""
-
-    def after_upload(self, job: "JobRun") -> None:
-        """Right after the job uploaded ``model.tar.gz``, before it reports a terminal state."""
-
-
-@dataclass(frozen=True)
-class JobContext:
-    """What every job needs from the emulator that runs it."""
-
-    endpoint_url: str
-    clients: AwsClients
-    launcher: Launcher
-    timing: Timing
-    hooks: JobHooks | None = None
-
-
-class ApiError(Exception):
-    """An AWS error answer: the server renders it in the service's wire format.
-
-    Attributes:
-        code: the AWS error code, e.g. ``ConflictException``.
-        status: the HTTP status.
-    """
-
-    def __init__(self, code: str, message: str, status: int = 400):
-        super().__init__(message)
-        self.code = code
-        self.status = status
-        self.message = message
-
-
-def now() -> float:
-    """Wall-clock seconds since the epoch (what the APIs report)."""
-    return time.time()
-
-
-def describe_exit(code: int) -> str:
-    """``"code 1"``, or ``"code -9 (killed by SIGKILL)"`` for a signal."""
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        return f"code {code} (killed by {name})"
-    return f"code {code}"
 
 
 class JobRun:
@@ -167,13 +68,16 @@ class JobRun:
         self.started_at: float | None = None
         self.ended_at: float | None = None
         self.artifacts_uploaded = False
+        self.warm_start = False
+        """True when the job reuses a warm pool: no instance to provision, so no Starting delay."""
+        self.attempts = 0
+        """How many times the job's processes were started (a spot interruption restarts them)."""
         self.lock = threading.RLock()
         self._stop_requested = False
         self._abandoned = False
-        self._process: RunningJob | None = None
-        self._exit_code: int | None = None
+        self._interrupt_pending = False
+        self._hosts: list[HostProcess] = []
         self._wake = threading.Event()
-        self._exited = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"job-{name}", daemon=True)
 
     # --- what a service subclass supplies ------------------------------------------------------
@@ -186,12 +90,20 @@ class JobRun:
         """The hyperparameters file's contents."""
         raise NotImplementedError
 
-    def contract_env(self) -> dict[str, str]:
-        """Service-specific environment variables (Braket's ``AMZN_BRAKET_*``, SageMaker's user ``Environment``)."""
+    def contract_env(self, tree: Path) -> dict[str, str]:
+        """Service-specific environment variables of the host whose tree is ``tree``."""
         raise NotImplementedError
 
-    def results_dir(self) -> Path:
-        """The directory the service tars to S3."""
+    def results_dir(self, tree: Path | None = None) -> Path:
+        """The directory the service tars to S3, in ``tree`` (the leader's by default)."""
+        raise NotImplementedError
+
+    def checkpoint_uri(self) -> str | None:
+        """The checkpoint S3 prefix, if the job has one."""
+        raise NotImplementedError
+
+    def checkpoint_dir(self, tree: Path) -> Path:
+        """The local checkpoint directory in ``tree``."""
         raise NotImplementedError
 
     def artifact_uri(self) -> str:
@@ -206,6 +118,18 @@ class JobRun:
         """The requested instance type (for resourceconfig.json)."""
         raise NotImplementedError
 
+    def instance_count(self) -> int:
+        """How many instances (hosts) the job runs on."""
+        raise NotImplementedError
+
+    def network_isolated(self) -> bool:
+        """Whether the job's containers have no network (SageMaker's EnableNetworkIsolation)."""
+        return False
+
+    def interruptible(self) -> bool:
+        """Whether the job runs on spot capacity, and so can be interrupted and restarted."""
+        return False
+
     def uploads_on(self, ending: Ending) -> bool:
         """Whether the service uploads the results dir when the job ends this way."""
         raise NotImplementedError
@@ -214,6 +138,9 @@ class JobRun:
         """Record entering ``phase`` in the service's vocabulary (called under ``lock``)."""
         raise NotImplementedError
 
+    def on_interrupted(self) -> None:
+        """Record a spot interruption, before the job restarts (called under ``lock``)."""
+
     def on_stop_requested(self) -> None:
         """Record a cancel/stop request (called under ``lock``)."""
         raise NotImplementedError
@@ -221,6 +148,16 @@ class JobRun:
     def on_end(self, ending: Ending, reason: str | None) -> None:
         """Record the terminal state (called under ``lock``)."""
         raise NotImplementedError
+
+    # --- hosts ----------------------------------------------------------------------------------
+
+    def hosts(self) -> list[str]:
+        """``algo-1`` .. ``algo-<instance count>``."""
+        return host_names(self.instance_count())
+
+    def host_tree(self, host: str) -> Path:
+        """The tree of ``host``: the job's own for the leader, ``<tree>/hosts/<host>`` for the others."""
+        return self.tree if host == LEADER else self.tree / "hosts" / host
 
     # --- control --------------------------------------------------------------------------------
 
@@ -242,22 +179,44 @@ class JobRun:
             self.on_stop_requested()
         self._wake.set()
 
-    def kill(self) -> bool:
-        """SIGKILL the job's processes as if the container died. Returns False if none is running."""
+    def _live_hosts(self) -> list[HostProcess]:
         with self.lock:
-            process = self._process if self.phase is Phase.RUNNING and not self._exited.is_set() else None
-        if process is None:
+            if self.phase is not Phase.RUNNING:
+                return []
+            return [h for h in self._hosts if h.alive()]
+
+    def kill(self) -> bool:
+        """SIGKILL the job's processes as if the containers died. Returns False if none is running."""
+        hosts = self._live_hosts()
+        for host in hosts:
+            host.signal(signal.SIGKILL)
+        return bool(hosts)
+
+    def interrupt(self) -> bool:
+        """A spot interruption: kill the processes now; the job restarts and runs again.
+
+        Returns:
+            False if the job is not a spot job or has no running process.
+        """
+        if not self.interruptible():
             return False
-        process.signal(signal.SIGKILL)
+        with self.lock:
+            hosts = self._live_hosts()
+            if not hosts or self._stop_requested:
+                return False
+            self._interrupt_pending = True
+        for host in hosts:
+            host.signal(signal.SIGKILL)
+        self._wake.set()
         return True
 
     def abandon(self) -> None:
         """The emulator is shutting down: kill the job now and skip the upload."""
         with self.lock:
             self._abandoned = True
-            process = self._process
-        if process is not None:
-            process.signal(signal.SIGKILL)
+            hosts = list(self._hosts)
+        for host in hosts:
+            host.signal(signal.SIGKILL)
         self._wake.set()
 
     def join(self, timeout: float | None = None) -> None:
@@ -270,7 +229,7 @@ class JobRun:
     def _enter(self, phase: Phase) -> None:
         with self.lock:
             self.phase = phase
-            if phase is Phase.DOWNLOADING:
+            if phase is Phase.DOWNLOADING and self.started_at is None:
                 self.started_at = now()
             self.on_phase(phase)
 
@@ -285,7 +244,10 @@ class JobRun:
 
     def _interrupted(self, seconds: float) -> bool:
         """Sleep ``seconds`` unless a stop arrives; True if the job should stop now."""
-        self._wake.wait(seconds)
+        if not (self._stop_requested or self._abandoned):
+            self._wake.clear()
+        if seconds > 0:
+            self._wake.wait(seconds)
         return self._stop_requested or self._abandoned
 
     def _run(self) -> None:
@@ -293,43 +255,64 @@ class JobRun:
             self._lifecycle()
         except Exception as e:  # a bug here must not leave a job "in progress" forever
             logger.exception("emulated job %s crashed", self.name)
-            if self.process_alive():
-                self._process.signal(signal.SIGKILL)  # type: ignore[union-attr]
+            for host in list(self._hosts):
+                host.signal(signal.SIGKILL)
             self._end(Ending.FAILED, f"InternalServerError: the emulator failed running the job: {type(e).__name__}: {e}")
 
     def process_alive(self) -> bool:
-        """Whether the job's process was started and has not exited."""
-        return self._process is not None and not self._exited.is_set()
+        """Whether any of the job's processes was started and has not exited."""
+        return any(h.alive() for h in self._hosts)
 
     def _lifecycle(self) -> None:
         delay = self.context.timing.phase_delay
         if self._interrupted(delay):
             return self._end(Ending.STOPPED)
-        self._enter(Phase.STARTING)
-        if self._interrupted(delay):
-            return self._end(Ending.STOPPED)
-        self._enter(Phase.DOWNLOADING)
-        if self.context.hooks is not None:
-            self.context.hooks.before_download(self)
-        try:
-            self._stage_inputs()
-        except StagingError as e:
-            return self._end(Ending.FAILED, str(e))
-        if self._interrupted(delay):
-            return self._end(Ending.STOPPED)
-        self._enter(Phase.RUNNING)
-        ending, reason = self._run_process()
-        if self._abandoned:
-            return self._end(Ending.FAILED, "InternalServerError: the emulator was shut down while the job ran")
+        budget = float(self.max_runtime())  # MaxRuntimeInSeconds counts every attempt's run time
+        while True:
+            self._enter(Phase.STARTING)
+            # A warm pool's instances are already provisioned: nothing to wait for.
+            if self._interrupted(0.0 if self.warm_start else delay):
+                return self._end(Ending.STOPPED)
+            self._enter(Phase.DOWNLOADING)
+            if self.context.hooks is not None:
+                self.context.hooks.before_download(self)
+            try:
+                self._stage_inputs()
+            except StagingError as e:
+                return self._end(Ending.FAILED, str(e))
+            if self._interrupted(delay):
+                return self._end(Ending.STOPPED)
+            self._enter(Phase.RUNNING)
+            began = time.monotonic()
+            ending, reason = self._run_hosts(budget)
+            budget -= time.monotonic() - began
+            if self._abandoned:
+                return self._end(Ending.FAILED, "InternalServerError: the emulator was shut down while the job ran")
+            checkpoint_error = self._save_checkpoints()
+            with self.lock:
+                restart = self._interrupt_pending and not self._stop_requested
+                self._interrupt_pending = False
+                if restart:
+                    self.on_interrupted()
+            if not restart:
+                break
+            if self._interrupted(delay):
+                return self._end(Ending.STOPPED)
+        if checkpoint_error is not None and ending is Ending.COMPLETED:
+            ending, reason = Ending.FAILED, checkpoint_error
         if self.uploads_on(ending):
             self._enter(Phase.UPLOADING)
             self._interrupted(delay)
             try:
                 # Uploaded on failure too: the result envelope carries the task's exception and
                 # traceback, which the client reports better than the one-line failure reason.
+                # With several hosts, SageMaker aggregates every host's /opt/ml/model into the one
+                # model.tar.gz ("If multiple containers in a single training job write to this
+                # directory they should ensure no file/directory names clash", in "How Amazon
+                # SageMaker Processes Training Output"); on a clash the leader's file is kept here.
                 upload_results(
                     self.context.clients.client("s3", self.region),
-                    self.results_dir(),
+                    [self.results_dir(self.host_tree(h)) for h in reversed(self.hosts())],
                     self.artifact_uri(),
                     self.tree / "upload",
                 )
@@ -343,134 +326,145 @@ class JobRun:
 
     def _stage_inputs(self) -> None:
         s3 = self.context.clients.client("s3", self.region)
-        for channel, uri in self.channels().items():
-            download_prefix(s3, uri, self.ml_root / "input" / "data" / channel)
-        config = self.ml_root / "input" / "config"
-        write_json(config / "hyperparameters.json", self.hyperparameters())
-        write_json(
-            config / "resourceconfig.json",
-            {
-                "current_host": HOST_NAME,
-                "hosts": [HOST_NAME],
-                "current_group_name": "homogeneousCluster",
-                "current_instance_type": self.instance_type(),
-                "instance_groups": [
-                    {"instance_group_name": "homogeneousCluster", "instance_type": self.instance_type(), "hosts": [HOST_NAME]}
-                ],
-                "network_interface_name": "eth0",
-            },
-        )
-        write_json(
-            config / "inputdataconfig.json",
-            {
-                name: {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
-                for name in self.channels()
-            },
-        )
-        for directory in (self.ml_root / "model", self.ml_root / "output", self.results_dir()):
-            directory.mkdir(parents=True, exist_ok=True)
+        hosts = self.hosts()
+        checkpoints = self.checkpoint_uri()
+        for host in hosts:
+            tree = self.host_tree(host)
+            ml_root = tree / "opt" / "ml"
+            for channel, uri in self.channels().items():
+                download_prefix(s3, uri, ml_root / "input" / "data" / channel)
+            if checkpoints:
+                # Before the process starts, the checkpoint prefix is copied into the local path
+                # (the first run finds none; a restarted or later job finds the last ones).
+                download_prefix(s3, checkpoints.rstrip("/") + "/", self.checkpoint_dir(tree), allow_empty=True)
+            config = ml_root / "input" / "config"
+            write_json(config / "hyperparameters.json", self.hyperparameters())
+            write_json(config / "resourceconfig.json", resource_config(host, hosts, self.instance_type()))
+            write_json(
+                config / "inputdataconfig.json",
+                {
+                    name: {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
+                    for name in self.channels()
+                },
+            )
+            for directory in (ml_root / "model", ml_root / "output", self.results_dir(tree)):
+                directory.mkdir(parents=True, exist_ok=True)
 
-    def environment(self) -> dict[str, str]:
-        """The job's complete environment: a minimal base, the service contract, the emulator's AWS."""
+    def _save_checkpoints(self) -> str | None:
+        """Upload every host's checkpoint files to the prefix (leader last: its files win).
+
+        Real jobs sync the local path to S3 while they run; uploading once the processes ended
+        (success, failure, stop or interruption) leaves S3 in the same state for the next run.
+
+        Returns:
+            The failure reason if an upload failed, else None.
+        """
+        uri = self.checkpoint_uri()
+        if not uri:
+            return None
+        s3 = self.context.clients.client("s3", self.region)
+        try:
+            for host in reversed(self.hosts()):
+                upload_tree(s3, self.checkpoint_dir(self.host_tree(host)), uri)
+        except StagingError as e:
+            return str(e)
+        return None
+
+    def environment(self, host: str = LEADER) -> dict[str, str]:
+        """A host's complete environment: a minimal base, the service contract, the emulator's AWS."""
+        tree = self.host_tree(host)
         env = {key: os.environ[key] for key in _PASS_THROUGH_ENV if key in os.environ}
         env.setdefault("LANG", "C.UTF-8")
-        home = self.tree / "home"
+        home = tree / "home"
         home.mkdir(parents=True, exist_ok=True)
         env["HOME"] = str(home)  # a container's own home: never the developer's ~/.aws
-        tmp = self.tree / "tmp"
+        tmp = tree / "tmp"
         tmp.mkdir(parents=True, exist_ok=True)
         env["TMPDIR"] = str(tmp)  # the job's scratch files stay in its tree, like a container's /tmp
         env["PYTHONUNBUFFERED"] = "1"  # lines reach the logs as they are printed
-        env.update(self.contract_env())
+        env.update(self.contract_env(tree))
+        env[byoc_entry.ENV_ML_ROOT] = str(tree / "opt" / "ml")
+        env["AWS_EC2_METADATA_DISABLED"] = "true"
+        if self.network_isolated():
+            # EnableNetworkIsolation: the real container has no network at all, so it can reach
+            # neither AWS nor the emulator. It gets no endpoint and no credentials; a task that
+            # calls AWS fails as it would on SageMaker. (A container launcher still shares the
+            # host's network; only the variables are withheld.)
+            return env
         env.update(
             {
-                byoc_entry.ENV_ML_ROOT: str(self.ml_root),
                 "AWS_ENDPOINT_URL": self.context.endpoint_url,
                 "AWS_ACCESS_KEY_ID": DUMMY_ACCESS_KEY,
                 "AWS_SECRET_ACCESS_KEY": DUMMY_SECRET_KEY,
                 "AWS_DEFAULT_REGION": self.region,
                 "AWS_REGION": self.region,
-                "AWS_EC2_METADATA_DISABLED": "true",
             }
         )
         return env
 
-    def launch_spec(self) -> LaunchSpec:
-        """The command of the image (``docker run IMAGE train``) as run by the launcher."""
+    def launch_spec(self, host: str = LEADER) -> LaunchSpec:
+        """The command of the image (``docker run IMAGE train``) on ``host``, as run by the launcher."""
         return LaunchSpec(
-            job_name=self.name,
+            job_name=self.name if host == LEADER else f"{self.name}-{host}",
             service=self.service,
             command=[sys.executable, byoc_entry.__file__, "train"],
-            env=self.environment(),
-            tree=self.tree,
+            env=self.environment(host),
+            tree=self.host_tree(host),
         )
 
-    def _run_process(self) -> tuple[Ending, str | None]:
-        started = now()
-        stream = f"{self.name}/{HOST_NAME}-{int(started)}"
-        shipper = LogShipper(
-            self.context.clients.client("logs", self.region), self.log_group, stream,
-            self.context.timing.log_flush_interval,
-        )
-        tail = Tail()
-        shipper.start()
-        try:
-            process = self.context.launcher.launch(self.launch_spec())
-        except OSError as e:
-            shipper.close()
-            return Ending.FAILED, f"AlgorithmError: the job's process could not start: {e}"
+    def _run_hosts(self, budget: float) -> tuple[Ending, str | None]:
+        """Run one process per host until all have exited; the job's ending and failure reason."""
+        self.attempts += 1
+        started = int(now())
+        logs = self.context.clients.client("logs", self.region)
+        flush = self.context.timing.log_flush_interval
+        hosts: list[HostProcess] = []
         with self.lock:
-            self._process, self.pid = process, process.pid
-        pumps = [pump_lines(s, [shipper.put, tail]) for s in (process.stdout, process.stderr)]
-        threading.Thread(target=self._reap, args=(process,), name=f"reap-{self.name}", daemon=True).start()
+            self._hosts = hosts
+        for name in self.hosts():
+            tree = self.host_tree(name)
+            host = HostProcess(name, tree / "opt" / "ml", LogShipper(logs, self.log_group, f"{self.name}/{name}-{started}", flush), self._wake.set)
+            try:
+                host.start(self.context.launcher, self.launch_spec(name))
+            except OSError as e:
+                for other in hosts:
+                    other.signal(signal.SIGKILL)
+                for other in hosts:
+                    other.finish()
+                return Ending.FAILED, f"AlgorithmError: the job's process could not start: {e}"
+            with self.lock:
+                hosts.append(host)
+                if name == LEADER:
+                    self.pid = host.pid
 
-        deadline = time.monotonic() + self.max_runtime()
-        timed_out = False
-        while not self._exited.is_set():
+        deadline = time.monotonic() + budget
+        timed_out = stopping = False
+        grace = self.context.timing.kill_grace
+        while not all(h.exited.is_set() for h in hosts):
             if self._stop_requested or self._abandoned:
-                self._terminate(process)
+                terminate(hosts, grace)
                 break
+            if not stopping and first_failure([h for h in hosts if h.exited.is_set()]) is not None:
+                # One host failed: the job has failed, the others are stopped.
+                stopping = True
+                threading.Thread(target=terminate, args=(hosts, grace), daemon=True).start()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 timed_out = True
-                self._terminate(process)
+                terminate(hosts, grace)
                 break
-            self._wake.wait(remaining)
+            self._wake.wait(min(remaining, 1.0))
             self._wake.clear()
-        self._exited.wait()
-        for pump in pumps:
-            pump.join()
-        shipper.close()  # every line is in CloudWatch before the job reports a terminal state
-        return self._judge(self._exit_code, timed_out, tail)
-
-    def _reap(self, process: RunningJob) -> None:
-        self._exit_code = process.wait()
-        self._exited.set()
-        self._wake.set()
-
-    def _terminate(self, process: RunningJob) -> None:
-        """SIGTERM, then SIGKILL after the grace period (how both services stop containers)."""
-        process.signal(signal.SIGTERM)
-        if not self._exited.wait(self.context.timing.kill_grace):
-            process.signal(signal.SIGKILL)
-
-    def _judge(self, code: int | None, timed_out: bool, tail: Tail) -> tuple[Ending, str | None]:
+        for host in hosts:
+            host.finish()  # every line is in CloudWatch before the job reports a terminal state
         if self._stop_requested:
             return Ending.STOPPED, None
         if timed_out:
             return Ending.MAX_RUNTIME, None
-        if code == 0:
+        failed = first_failure(hosts)
+        if failed is None:
             return Ending.COMPLETED, None
-        failure_file = self.ml_root / "output" / "failure"
-        if failure_file.is_file():
-            text = failure_file.read_text(errors="replace")[: byoc_entry.FAILURE_REASON_LIMIT]
-            if text.strip():
-                return Ending.FAILED, text
-        reason = f"AlgorithmError: the job's process exited with {describe_exit(code if code is not None else -1)}"
-        lines = tail.lines()
-        if lines:
-            reason += ". Last log lines: " + " | ".join(lines)
-        return Ending.FAILED, reason
+        return Ending.FAILED, failed.failure_reason(several=len(hosts) > 1)
 
     def admin_view(self) -> dict[str, Any]:
         """The admin surface's view: name, service, status, pid."""

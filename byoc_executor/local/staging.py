@@ -15,7 +15,7 @@ import json
 import tarfile
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import boto3.exceptions
 import boto3.session
@@ -77,14 +77,18 @@ def _error_code(error: ClientError) -> str:
     return error.response.get("Error", {}).get("Code", "Unknown")
 
 
-def download_prefix(s3: Any, uri: str, dest: Path) -> int:
+def download_prefix(s3: Any, uri: str, dest: Path, allow_empty: bool = False) -> int:
     """Copy every object under the S3 prefix ``uri`` into ``dest`` (SageMaker File mode).
 
     Keys keep their path relative to the prefix; a prefix that names a single object lands as
     that object's base name. Returns the number of objects copied.
 
+    Args:
+        allow_empty: an empty prefix is not an error (checkpoints: the first run has none).
+
     Raises:
-        StagingError: the bucket is missing or unreadable, or nothing matches the prefix.
+        StagingError: the bucket is missing or unreadable, or nothing matches the prefix (unless
+            ``allow_empty``).
     """
     bucket, prefix = split_s3_uri(uri)
     raw_prefix = uri.removeprefix("s3://").partition("/")[2]  # keep a trailing slash if given
@@ -106,23 +110,29 @@ def download_prefix(s3: Any, uri: str, dest: Path) -> int:
                 count += 1
     except ClientError as e:
         raise StagingError(f"ClientError: Data download failed: cannot read {uri}: {_error_code(e)}") from e
-    if count == 0:
+    if count == 0 and not allow_empty:
         raise StagingError(f"ClientError: Data download failed: No S3 objects found under S3 URL \"{uri}\".")
     return count
 
 
-def upload_results(s3: Any, results_dir: Path, uri: str, scratch: Path) -> None:
+def upload_results(s3: Any, results_dir: "Path | Sequence[Path]", uri: str, scratch: Path) -> None:
     """Tar and gzip the contents of ``results_dir`` (files at the archive root) to ``uri``.
+
+    Several directories (one per host) are aggregated into the one archive; an entry name found
+    in several is taken from the last directory that has it.
 
     Raises:
         StagingError: the bucket is missing or the upload was refused.
     """
     archive = scratch / "model.tar.gz"
     archive.parent.mkdir(parents=True, exist_ok=True)
+    entries: dict[str, Path] = {}
+    for directory in [results_dir] if isinstance(results_dir, Path) else results_dir:
+        if directory.is_dir():
+            entries.update({entry.name: entry for entry in directory.iterdir()})
     with tarfile.open(archive, "w:gz") as tar:
-        if results_dir.is_dir():
-            for entry in sorted(results_dir.iterdir()):
-                tar.add(entry, arcname=entry.name)
+        for name in sorted(entries):
+            tar.add(entries[name], arcname=name)
     bucket, key = split_s3_uri(uri)
     try:
         s3.upload_file(str(archive), bucket, key)
@@ -130,6 +140,29 @@ def upload_results(s3: Any, results_dir: Path, uri: str, scratch: Path) -> None:
         raise StagingError(f"ClientError: could not upload the model artifacts to {uri}: {_error_code(e)}") from e
     except boto3.exceptions.S3UploadFailedError as e:  # upload_file wraps ClientError in this
         raise StagingError(f"ClientError: could not upload the model artifacts to {uri}: {e}") from e
+
+
+def upload_tree(s3: Any, directory: Path, uri: str) -> int:
+    """Copy every file under ``directory`` to the S3 prefix ``uri`` (relative paths kept).
+
+    Returns the number of files uploaded.
+
+    Raises:
+        StagingError: the bucket is missing or an upload was refused.
+    """
+    bucket, prefix = split_s3_uri(uri)
+    count = 0
+    if not directory.is_dir():
+        return 0
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        relative = path.relative_to(directory).as_posix()
+        key = f"{prefix.rstrip('/')}/{relative}" if prefix else relative
+        try:
+            s3.upload_file(str(path), bucket, key)
+        except (ClientError, boto3.exceptions.S3UploadFailedError) as e:
+            raise StagingError(f"ClientError: could not upload {relative} to {uri}: {e}") from e
+        count += 1
+    return count
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -3,7 +3,10 @@
 ``TrainingJobStatus`` InProgress -> Completed | Failed, StopTrainingJob -> Stopping -> Stopped;
 ``SecondaryStatus`` Starting -> Downloading -> Training -> Uploading -> Completed | Failed |
 Stopped | MaxRuntimeExceeded, each step recorded in ``SecondaryStatusTransitions`` (vocabulary
-and status messages from the model's documentation of ``SecondaryStatus``).
+and status messages from the model's documentation of ``SecondaryStatus``). A managed spot job
+that is interrupted (``Emulator.interrupt``) goes Training -> Interrupted -> Starting ... and
+runs again. Warm pools: ``warm_pools.py``. ``ListTags`` answers a training job's ``Tags``
+(DescribeTrainingJob does not return them).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from byoc_executor.local import validation
+from byoc_executor.local import validation, warm_pools
 from byoc_executor.local.jobs import ACCOUNT_ID, ApiError, Ending, JobContext, JobRun, Phase, now
 from byoc_executor.local.registry import JobRegistry, paginate
 
@@ -21,6 +24,8 @@ SERVICE = "sagemaker"
 TERMINAL = ("Completed", "Failed", "Stopped")
 DEFAULT_LIST_RESULTS = 10
 NOT_FOUND = "Requested resource not found."  # what DescribeTrainingJob answers for an unknown name
+DEFAULT_CHECKPOINT_PATH = "/opt/ml/checkpoints"  # CheckpointConfig.LocalPath's documented default
+SPOT_BILLABLE_SHARE = 0.3  # what a spot job is billed, as a share of its training time (emulated savings: 70%)
 
 
 def training_job_arn(region: str, name: str) -> str:
@@ -40,6 +45,9 @@ class TrainingJob(JobRun):
         self.secondary = "Starting"
         self.last_modified = self.created_at
         self.transitions: list[dict] = []
+        self.warm_pool_source: str | None = None  # the job whose warm pool this one reuses
+        self.warm_pool_reused_by: str | None = None  # the job that took this one's warm pool
+        self.warm_pool_reused_at: float | None = None
         self._transition("Starting", "Starting the training job")
 
     def _transition(self, status: str, message: str) -> None:
@@ -64,8 +72,24 @@ class TrainingJob(JobRun):
     def hyperparameters(self) -> dict[str, str]:
         return dict(self.request.get("HyperParameters", {}))
 
-    def results_dir(self) -> Path:
-        return self.ml_root / "model"
+    def results_dir(self, tree: Path | None = None) -> Path:
+        return (tree or self.tree) / "opt" / "ml" / "model"
+
+    def checkpoint_uri(self) -> str | None:
+        return (self.request.get("CheckpointConfig") or {}).get("S3Uri") or None
+
+    def checkpoint_dir(self, tree: Path) -> Path:
+        local = (self.request.get("CheckpointConfig") or {}).get("LocalPath") or DEFAULT_CHECKPOINT_PATH
+        return tree / local.lstrip("/")
+
+    def instance_count(self) -> int:
+        return int(self.request["ResourceConfig"].get("InstanceCount") or 1)
+
+    def network_isolated(self) -> bool:
+        return bool(self.request.get("EnableNetworkIsolation"))
+
+    def interruptible(self) -> bool:
+        return bool(self.request.get("EnableManagedSpotTraining"))
 
     def artifact_uri(self) -> str:
         return f"{self.request['OutputDataConfig']['S3OutputPath'].rstrip('/')}/{self.name}/output/model.tar.gz"
@@ -79,7 +103,7 @@ class TrainingJob(JobRun):
     def uploads_on(self, ending: Ending) -> bool:
         return True  # SageMaker saves /opt/ml/model after a stop or a timeout too
 
-    def contract_env(self) -> dict[str, str]:
+    def contract_env(self, tree: Path) -> dict[str, str]:
         return dict(self.request.get("Environment", {}))
 
     # --- the vocabulary ----------------------------------------------------------------------------
@@ -88,13 +112,27 @@ class TrainingJob(JobRun):
         if self.status == "Stopping":
             return
         if phase is Phase.STARTING:
-            self._message("Preparing the instances for training")
+            if self.secondary != "Starting":  # restarting after a spot interruption
+                self._transition("Starting", "Starting the training job")
+            if self.warm_start:
+                # The emulator's wording: the real message for a reused warm pool is not documented.
+                self._message(f"Reusing the warm pool of training job {self.warm_pool_source}: the instances are already provisioned")
+            else:
+                self._message("Preparing the instances for training")
         elif phase is Phase.DOWNLOADING:
             self._transition("Downloading", "Downloading input data")
         elif phase is Phase.RUNNING:
             self._transition("Training", "Training image download completed. Training in progress.")
         elif phase is Phase.UPLOADING:
             self._transition("Uploading", "Uploading generated training model")
+
+    def on_interrupted(self) -> None:
+        # The model's documentation of SecondaryStatus: "Interrupted - The job stopped because the
+        # managed spot training instances were interrupted."
+        self._transition(
+            "Interrupted",
+            "The job stopped because the managed spot training instances were interrupted; it restarts from its last checkpoint",
+        )
 
     def on_stop_requested(self) -> None:
         self.status = "Stopping"
@@ -155,8 +193,18 @@ class TrainingJob(JobRun):
                 if self.started_at is not None:
                     seconds = max(1, int(self.ended_at - self.started_at))
                     response["TrainingTimeInSeconds"] = seconds
-                    response["BillableTimeInSeconds"] = seconds
+                    if self.interruptible():  # spot: (1 - Billable / Training) is the saving
+                        response["BillableTimeInSeconds"] = max(1, int(seconds * SPOT_BILLABLE_SHARE))
+                    else:
+                        response["BillableTimeInSeconds"] = seconds
+            pool = warm_pools.status(self, now())
+            if pool is not None:
+                response["WarmPoolStatus"] = pool
             return response
+
+    def tags(self) -> list[dict]:
+        """The job's tags, as ListTags answers them."""
+        return [dict(t) for t in self.request.get("Tags", [])]
 
     def summary(self) -> dict[str, Any]:
         """The TrainingJobSummary of ListTrainingJobs."""
@@ -187,6 +235,7 @@ class SageMakerApi:
         """
         validation.validate_input(SERVICE, "CreateTrainingJob", body)
         validation.raise_if(_semantic_problems(body))
+        _check_spot(body)
         name = body["TrainingJobName"]
         with self._lock:
             existing = self._registry.get(SERVICE, name)
@@ -200,6 +249,12 @@ class SageMakerApi:
                 name=name, arn=training_job_arn(region, name), region=region, request=body,
                 tree=self._registry.tree_for(SERVICE, name), context=self._context,
             )
+            pool = warm_pools.find_available(self._registry.all(SERVICE), body, now())
+            if pool is not None:
+                with pool.lock:
+                    pool.warm_pool_reused_by, pool.warm_pool_reused_at = name, now()
+                    pool.last_modified = pool.warm_pool_reused_at
+                job.warm_pool_source, job.warm_start = pool.name, True
             self._registry.add_new(job)
         job.start()
         return {"TrainingJobArn": job.arn}
@@ -236,6 +291,26 @@ class SageMakerApi:
                 )
         job.request_stop()
         return {}
+
+    def list_tags(self, body: dict) -> dict | None:
+        """ListTags of a training job's ARN (None: not a training job's; moto answers).
+
+        Raises:
+            ApiError: ValidationException for a training job that does not exist.
+        """
+        arn = body.get("ResourceArn", "")
+        if not isinstance(arn, str) or ":training-job/" not in arn:
+            return None
+        validation.validate_input(SERVICE, "ListTags", body)
+        job = self._registry.get(SERVICE, arn.split(":training-job/", 1)[1])
+        if job is None or job.arn != arn:
+            raise ApiError("ValidationException", NOT_FOUND)
+        tags: list[dict] = job.tags()  # type: ignore[attr-defined]
+        page, token = paginate(tags, body.get("NextToken"), body.get("MaxResults", 50))
+        response: dict[str, Any] = {"Tags": page}
+        if token:
+            response["NextToken"] = token
+        return response
 
     def list_training_jobs(self, body: dict) -> dict:
         """ListTrainingJobs with its name, status and time filters, sorting and pagination.
@@ -274,6 +349,27 @@ def _timestamp(value: Any, where: str) -> float:
         raise validation.ValidationError([f"Value '{value}' at '{where}' failed to satisfy constraint: Member must be a timestamp"]) from e
 
 
+def _check_spot(body: dict) -> None:
+    """MaxWaitTimeInSeconds goes with managed spot training, and is at least MaxRuntimeInSeconds.
+
+    Raises:
+        ApiError: ValidationException. The first message is SageMaker's, as users report it; the
+            second follows its style (the model's documentation: "It must be equal to or greater
+            than MaxRuntimeInSeconds"), its exact wording unconfirmed.
+    """
+    stopping = body.get("StoppingCondition") or {}
+    wait, runtime = stopping.get("MaxWaitTimeInSeconds"), stopping.get("MaxRuntimeInSeconds")
+    if not body.get("EnableManagedSpotTraining"):
+        if wait is not None:
+            raise ApiError("ValidationException", "Invalid MaxWaitTimeInSeconds. It is only supported when EnableManagedSpotTraining is set to true")
+        return
+    if wait is None or (runtime is not None and wait < runtime):
+        raise ApiError(
+            "ValidationException",
+            "Invalid MaxWaitTimeInSeconds. It must be present and be greater than or equal to MaxRuntimeInSeconds",
+        )
+
+
 def _semantic_problems(body: dict) -> list[str]:
     """What SageMaker checks beyond the model, for the jobs the emulator can run."""
     problems: list[str] = []
@@ -297,13 +393,6 @@ def _semantic_problems(body: dict) -> list[str]:
     stopping = body.get("StoppingCondition") or {}
     if stopping.get("MaxRuntimeInSeconds") is None:
         problems.append("Value null at 'stoppingCondition.maxRuntimeInSeconds' failed to satisfy constraint: Member must not be null")
-    if body.get("EnableManagedSpotTraining"):
-        wait, runtime = stopping.get("MaxWaitTimeInSeconds"), stopping.get("MaxRuntimeInSeconds")
-        if wait is None or (runtime is not None and wait < runtime):
-            problems.append(
-                f"Value '{wait}' at 'stoppingCondition.maxWaitTimeInSeconds' failed to satisfy constraint: managed spot "
-                "training needs MaxWaitTimeInSeconds, at least MaxRuntimeInSeconds"
-            )
     problems += validation.check_role_arn(body["RoleArn"], "roleArn")
     problems += validation.check_s3_uri(body["OutputDataConfig"]["S3OutputPath"], "outputDataConfig.s3OutputPath")
     if "CheckpointConfig" in body:
