@@ -21,7 +21,7 @@ def raw_path(request: Request) -> str:
 
 
 def braket_operation(request: Request) -> str | None:
-    """The Braket job-API operation of a request, from its method and path (None: not one of the four)."""
+    """The Braket operation of a request, from its method and path (None: not one the emulator serves)."""
     path, method = raw_path(request), request.method
     if method == "POST" and path == "/job":
         return "CreateJob"
@@ -31,6 +31,10 @@ def braket_operation(request: Request) -> str | None:
         return "CancelJob"
     if method == "GET" and path.startswith("/job/"):
         return "GetJob"
+    if method == "POST" and path == "/quantum-task":
+        return "CreateQuantumTask"
+    if method == "GET" and path.startswith("/quantum-task/"):
+        return "GetQuantumTask"
     return None
 
 

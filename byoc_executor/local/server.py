@@ -4,9 +4,10 @@ Requests are routed by the service name in their SigV4 credential scope (the ``A
 header, or ``X-Amz-Credential`` for presigned URLs):
 
 - ``braket``: the hybrid-job API (rest-json): ``POST /job``, ``GET /job/{jobArn}``,
-  ``PUT /job/{jobArn}/cancel``, ``POST /jobs``;
+  ``PUT /job/{jobArn}/cancel``, ``POST /jobs``; and quantum tasks (``quantum_tasks.py``):
+  ``POST /quantum-task``, ``GET /quantum-task/{quantumTaskArn}``;
 - ``sagemaker`` with ``X-Amz-Target: SageMaker.{Create,Describe,Stop,List}TrainingJob(s)``:
-  the training-job API (json-1.1);
+  the training-job API (json-1.1); ``SageMaker.ListTags`` of a training job's ARN too;
 - anything else (S3, CloudWatch Logs, STS, other SageMaker calls): moto, in process.
 
 Plain boto3/aiobotocore clients work unchanged with ``endpoint_url=emulator.url``, with any
@@ -14,6 +15,9 @@ credentials and region. Unsigned requests under ``/_byoc/`` are the admin surfac
 
 - ``GET /_byoc/jobs``: a JSON list of ``{name, service, status, pid, arn}``;
 - ``POST /_byoc/jobs/<jobName>/kill``: the killed job's entry (404 unknown, 409 not running);
+- ``POST /_byoc/jobs/<jobName>/interrupt``: a spot interruption of a running managed spot
+  training job; it restarts (404 unknown, 409 not a running spot job);
+- ``GET /_byoc/quantum-tasks``: every quantum task created, with the ``jobToken`` it carried;
 - ``POST /_byoc/jobs/<jobName>/tamper`` with a :class:`~byoc_executor.local.faults.JobFault`
   document (``{"action": "delete-input" | "delete" | "truncate" | "flip-byte" | "replace", ...}``):
   arms it for that job, which may not exist yet (400 malformed, 409 too late);
@@ -31,6 +35,7 @@ uploads and log shipping.
 from __future__ import annotations
 
 import hmac
+import io
 import json
 import re
 import secrets
@@ -52,6 +57,7 @@ from byoc_executor.local.hybrid_jobs import BraketApi
 from byoc_executor.local.jobs import ApiError, JobContext, Timing
 from byoc_executor.local.launchers import Launcher, ProcessLauncher
 from byoc_executor.local.operations import braket_operation, operation_name, raw_path
+from byoc_executor.local.quantum_tasks import QuantumTasks
 from byoc_executor.local.registry import JobRegistry
 from byoc_executor.local.staging import INTERNAL_HEADER, AwsClients
 from byoc_executor.local.training_jobs import SageMakerApi
@@ -151,6 +157,7 @@ class Emulator:
         self._registry: JobRegistry | None = None
         self._braket: BraketApi | None = None
         self._sagemaker: SageMakerApi | None = None
+        self._quantum_tasks: QuantumTasks | None = None
 
     # --- lifecycle -----------------------------------------------------------------------------------
 
@@ -181,6 +188,7 @@ class Emulator:
         self._registry = JobRegistry(self.root)
         self._braket = BraketApi(self._registry, context)
         self._sagemaker = SageMakerApi(self._registry, context)
+        self._quantum_tasks = QuantumTasks(self._job_for_token)
         self._thread = threading.Thread(target=self._server.serve_forever, name="byoc-emulator", daemon=True)
         self._thread.start()
         return self
@@ -230,6 +238,32 @@ class Emulator:
                 return job.admin_view()
         raise RuntimeError(f"job {job_name} has no running process")
 
+    def interrupt(self, job_name: str) -> dict[str, Any]:
+        """A spot interruption of a running managed spot training job: its processes are killed,
+        it reports ``Interrupted``, then starts again (checkpoints downloaded again) and runs to its end.
+
+        Raises:
+            KeyError: no job has that name.
+            RuntimeError: the job is not a managed spot job, or has no running process.
+        """
+        jobs = self._registry.by_name(job_name) if self._registry else []
+        if not jobs:
+            raise KeyError(job_name)
+        for job in jobs:
+            if job.interrupt():
+                return job.admin_view()
+        raise RuntimeError(f"job {job_name} is not a running managed spot training job (EnableManagedSpotTraining)")
+
+    def quantum_tasks(self) -> list[dict[str, Any]]:
+        """Every quantum task created: ``quantumTaskArn``, ``jobToken``, ``jobArn``, ``deviceArn``, ``shots``, ``action``."""
+        return self._quantum_tasks.recorded() if self._quantum_tasks else []
+
+    def _job_for_token(self, token: str) -> str | None:
+        for job in self._registry.all("braket") if self._registry else []:
+            if getattr(job, "job_token", None) == token:
+                return job.arn
+        return None
+
     def tamper(self, job_name: str, action: "str | JobFault", **options: Any) -> list[dict[str, Any]]:
         """Arm a job fault: ``delete-input``, or ``delete``/``truncate``/``flip-byte``/``replace`` of its result.
 
@@ -263,6 +297,8 @@ class Emulator:
         method = request.method
         if method == "GET" and parts == ["_byoc", "jobs"]:
             return _json_response(200, self.jobs())
+        if method == "GET" and parts == ["_byoc", "quantum-tasks"]:
+            return _json_response(200, self.quantum_tasks())
         if parts == ["_byoc", "faults"] and method in ("GET", "POST", "DELETE"):
             if method == "GET":
                 return _json_response(200, self.fault_report())
@@ -273,9 +309,9 @@ class Emulator:
             except ValueError as e:
                 return _json_response(400, {"message": f"bad fault plan: {e}"})
             return _json_response(200, self.fault_report())
-        if method == "POST" and len(parts) == 4 and parts[:2] == ["_byoc", "jobs"] and parts[3] == "kill":
+        if method == "POST" and len(parts) == 4 and parts[:2] == ["_byoc", "jobs"] and parts[3] in ("kill", "interrupt"):
             try:
-                return _json_response(200, self.kill(parts[2]))
+                return _json_response(200, self.kill(parts[2]) if parts[3] == "kill" else self.interrupt(parts[2]))
             except KeyError:
                 return _json_response(404, {"message": f"no job named {parts[2]}"})
             except RuntimeError as e:
@@ -328,9 +364,27 @@ class Emulator:
         """The WSGI application that answers the request (the job APIs' answers are computed here)."""
         if service == "braket":
             return self._braket_call(request, region)
-        if service == "sagemaker" and request.headers.get("X-Amz-Target", "").split(".")[-1] in SAGEMAKER_OPERATIONS:
+        target = request.headers.get("X-Amz-Target", "").split(".")[-1]
+        if service == "sagemaker" and target in SAGEMAKER_OPERATIONS:
             return self._sagemaker_call(request, region)
+        if service == "sagemaker" and target == "ListTags":
+            return self._sagemaker_list_tags(request)
         return self._moto
+
+    def _sagemaker_list_tags(self, request: Request) -> Callable:
+        """ListTags of a training job's ARN; any other ARN's goes to moto."""
+        data = request.get_data(cache=True)
+        request.environ["wsgi.input"] = io.BytesIO(data)  # moto reads the body again
+        assert self._sagemaker is not None
+        try:
+            answer = self._sagemaker.list_tags(_json_body(request))
+        except ValidationError as e:
+            return _sagemaker_error(ApiError("ValidationException", e.message))
+        except ApiError as e:
+            return _sagemaker_error(e)
+        if answer is None:
+            return self._moto
+        return Response(json.dumps(answer), status=200, content_type="application/x-amz-json-1.1")
 
     def _hooked(self, call: ApiCall) -> Response | None:
         for hook in self.request_hooks:
@@ -346,6 +400,12 @@ class Emulator:
             return _braket_error(ApiError("UnknownOperationException", f"The emulator does not serve {request.method} {path}", 404))
         assert self._braket is not None
         try:
+            assert self._quantum_tasks is not None
+            if operation == "CreateQuantumTask":
+                status, body = self._quantum_tasks.create(region, _json_body(request))
+                return _json_response(status, body)
+            if operation == "GetQuantumTask":
+                return _json_response(200, self._quantum_tasks.get(unquote(path[len("/quantum-task/"):])))
             if operation == "CreateJob":
                 status, body = self._braket.create_job(region, _json_body(request))
                 return _json_response(status, body)
