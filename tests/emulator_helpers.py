@@ -49,6 +49,61 @@ def sleep_long(seconds: float = 60.0) -> None:
     time.sleep(seconds)
 
 
+def checkpoint_counter(wait_first: float = 0.0) -> dict:
+    """Read the count the previous run left in $BYOC_CHECKPOINT_DIR, write it plus one.
+
+    With ``wait_first``, a run that found no checkpoint sleeps that long after writing its own
+    (long enough to be interrupted).
+    """
+    directory = os.environ[byoc_entry.ENV_TASK_CHECKPOINT_DIR]
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, "count.txt")
+    seen = int(open(path).read()) if os.path.exists(path) else 0
+    with open(path, "w") as f:
+        f.write(str(seen + 1))
+    print(f"checkpoint: found {seen}, wrote {seen + 1}", flush=True)
+    if wait_first and seen == 0:
+        time.sleep(wait_first)
+    return {"seen": seen, "dir": directory}
+
+
+def checkpoint_then_fail() -> None:
+    """Write a checkpoint, then fail."""
+    with open(os.path.join(os.environ[byoc_entry.ENV_TASK_CHECKPOINT_DIR], "partial.txt"), "w") as f:
+        f.write("half done")
+    raise RuntimeError("failed after checkpointing")
+
+
+def fail_on(host: str) -> str:
+    """Fail on ``host``, succeed elsewhere."""
+    current = os.environ.get(byoc_entry.ENV_TASK_CURRENT_HOST)
+    if current == host:
+        raise ValueError(f"failing on {current} on purpose")
+    return current
+
+
+def where_am_i() -> dict:
+    """The host the task runs on, and what it can reach."""
+    host = os.environ.get(byoc_entry.ENV_TASK_CURRENT_HOST)
+    print(f"the task ran on {host}", flush=True)
+    names = (byoc_entry.ENV_TASK_HOSTS, byoc_entry.ENV_TASK_CURRENT_HOST, "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "BYOC_TEST_FLAG")
+    return {n: os.environ.get(n) for n in names}
+
+
+def create_quantum_task(bucket: str) -> str:
+    """Create a quantum task with the job's token, as a hybrid job's code does."""
+    import json
+
+    braket = boto3.client("braket")
+    action = {"braketSchemaHeader": {"name": "braket.ir.openqasm.program", "version": "1"}, "source": "OPENQASM 3; qubit q; h q;"}
+    answer = braket.create_quantum_task(
+        clientToken=str(uuid.uuid4()), deviceArn=DEVICE, shots=10, outputS3Bucket=bucket,
+        outputS3KeyPrefix="tasks", action=json.dumps(action), deviceParameters="{}",
+        jobToken=os.environ[byoc_entry.ENV_BRAKET_JOB_TOKEN],
+    )
+    return answer["quantumTaskArn"]
+
+
 # --- clients and data -----------------------------------------------------------------------------------
 
 
