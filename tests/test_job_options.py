@@ -133,3 +133,56 @@ def test_electron_dependencies_run_inside_the_job(covalent_server, emulator, buc
     assert marker.read_text().strip() == "bash-ran-in-job"
     node = next(result.get_node_result(n) for n in result.lattice.transport_graph._graph.nodes if result.get_node_result(n)["node_name"] == "task")
     assert "call_after ran" in node["stdout"]
+
+
+def count_runs_in_checkpoint(seconds: float) -> list[int]:
+    """Appends this run's number to a checkpoint file, sleeps, and returns every run's number."""
+    import json as _json
+    import os as _os
+    import time as _time
+
+    path = _os.path.join(_os.environ["BYOC_CHECKPOINT_DIR"], "runs.json")
+    runs = _json.load(open(path)) if _os.path.exists(path) else []
+    runs.append(len(runs) + 1)
+    _os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        _json.dump(runs, f)
+    print(f"run {runs[-1]}", flush=True)
+    _time.sleep(seconds)
+    return runs
+
+
+async def test_interrupted_spot_job_is_followed_to_its_real_end(emulator) -> None:
+    import asyncio
+
+    from tests.test_executor_emulator import running_job
+
+    async def interrupt(listener) -> None:
+        name = await running_job(emulator, listener)
+        await asyncio.to_thread(emulator.interrupt, name)
+
+    ex = executor(emulator, "sagemaker", use_spot=True, checkpoint_s3_uri=f"s3://{BUCKET}/ckpt/spot-{os.getpid()}-{id(emulator)}")
+    value, stdout, stderr, status, listener = await execute(ex, count_runs_in_checkpoint, 4.0, meanwhile=interrupt)
+    assert status == RESULT_STATUS.COMPLETED, stderr
+    assert value == [1, 2]  # the second run resumed from the first run's checkpoint
+    assert "Interrupted" in stderr  # a [byoc] progress line
+    job = describe(emulator, "sagemaker", listener)
+    assert job["TrainingJobStatus"] == "Completed" and job["BillableTimeInSeconds"] <= job["TrainingTimeInSeconds"]
+
+
+async def test_consecutive_electrons_reuse_a_warm_pool(emulator) -> None:
+    ex = executor(emulator, "sagemaker", keep_alive_period=600)
+    _, _, stderr, status, first = await execute(ex, environment_and_hosts)
+    assert status == RESULT_STATUS.COMPLETED, stderr
+    _, _, stderr, status, second = await execute(executor(emulator, "sagemaker", keep_alive_period=600), environment_and_hosts)
+    assert status == RESULT_STATUS.COMPLETED, stderr
+    before, after = describe(emulator, "sagemaker", first), describe(emulator, "sagemaker", second)
+    assert before["WarmPoolStatus"]["Status"] == "Reused" and before["WarmPoolStatus"]["ReusedByJob"] == after["TrainingJobName"]
+    assert after["WarmPoolStatus"]["Status"] in ("Available", "InUse")
+
+
+@pytest.mark.parametrize("service", ["braket", "sagemaker"])
+async def test_several_instances_run_the_task_once(emulator, service: str) -> None:
+    value, stdout, stderr, status, _ = await execute(executor(emulator, service, instance_count=2), environment_and_hosts)
+    assert status == RESULT_STATUS.COMPLETED, stderr
+    assert value["BYOC_HOSTS"] == "algo-1,algo-2"
