@@ -119,6 +119,16 @@ def client(url: str, service: str, validate: bool = True) -> Any:
     )
 
 
+class EmulatorClients:
+    """One plain boto3 client per service the tests use, all pointed at the emulator."""
+
+    def __init__(self, url: str):
+        self.s3 = client(url, "s3")
+        self.braket = client(url, "braket")
+        self.sagemaker = client(url, "sagemaker")
+        self.logs = client(url, "logs")
+
+
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 

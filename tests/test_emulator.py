@@ -19,13 +19,8 @@ from botocore.exceptions import ClientError
 from byoc_executor.container import byoc_entry
 from byoc_executor.local import Emulator
 
-if __package__:  # tests/ is a package
-    from .emulator_helpers import (
-        braket_request, client, explode, greet, log_messages, poll, read_result, sagemaker_request,
-        sleep_long, unique, upload_payload, upload_source, wait_until,
-    )
-else:  # tests/ is a plain directory on sys.path
-    from emulator_helpers import (
+from tests.emulator_helpers import (
+    EmulatorClients,
         braket_request, client, explode, greet, log_messages, poll, read_result, sagemaker_request,
         sleep_long, unique, upload_payload, upload_source, wait_until,
     )
@@ -33,17 +28,6 @@ else:  # tests/ is a plain directory on sys.path
 BUCKET = "job"  # path-style addressing must cope with a bucket named like the Braket route
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture(autouse=True)
-def _hermetic_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(os.environ):
-        if name.startswith("AWS_"):
-            monkeypatch.delenv(name)
-    (tmp_path / "aws-config").write_text("")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws-config"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
 
 
 @pytest.fixture(scope="module")
@@ -54,14 +38,8 @@ def emulator(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture
-def clients(emulator: Emulator):
-    class Clients:
-        s3 = client(emulator.url, "s3")
-        braket = client(emulator.url, "braket")
-        sagemaker = client(emulator.url, "sagemaker")
-        logs = client(emulator.url, "logs")
-
-    return Clients
+def clients(emulator: Emulator) -> EmulatorClients:
+    return EmulatorClients(emulator.url)
 
 
 def start_braket(clients, function, *args, **overrides) -> tuple[str, str, str]:
