@@ -74,10 +74,12 @@ async def test_sagemaker_spot_vpc_isolation_and_encryption_read_back(emulator) -
         subnets=["subnet-0abc1234"],
         security_group_ids=["sg-0abc1234"],
         encrypt_inter_container_traffic=True,
+        enable_network_isolation=True,
     )
     value, _, stderr, status, listener = await execute(ex, environment_and_hosts)
     assert status == RESULT_STATUS.COMPLETED, stderr
     job = describe(emulator, "sagemaker", listener)
+    assert job["EnableNetworkIsolation"] is True
     assert job["EnableManagedSpotTraining"] is True
     assert job["StoppingCondition"] == {"MaxRuntimeInSeconds": 300, "MaxWaitTimeInSeconds": 600}
     assert job["VpcConfig"] == {"Subnets": ["subnet-0abc1234"], "SecurityGroupIds": ["sg-0abc1234"]}
