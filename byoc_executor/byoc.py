@@ -19,6 +19,7 @@ import random
 import tarfile
 import tempfile
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Callable
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -321,7 +322,7 @@ async def _service(settings: Settings, target: aws.AWSTarget) -> JobService:
 
 def _request(settings: Settings, staged: StagedTask) -> dict[str, Any]:
     if settings.service == "braket":
-        return create_job_request(settings, staged, hashlib.sha256(_source_archive()).hexdigest())
+        return create_job_request(settings, staged, _source_digest())
     return create_training_job_request(settings, staged)
 
 
@@ -357,13 +358,19 @@ async def _delete_artifacts(s3: Any, staged: StagedTask) -> None:
 @lru_cache(maxsize=1)
 def _source_archive() -> bytes:
     """The Braket source archive: the entry script itself, with a fixed mtime so its bytes are stable."""
-    data = open(contract.__file__, "rb").read()
+    data = Path(contract.__file__).read_bytes()
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w:gz") as tar:
         info = tarfile.TarInfo(f"{contract.ENTRY_MODULE}.py")
         info.size, info.mode, info.mtime = len(data), 0o644, 0
         tar.addfile(info, io.BytesIO(data))
     return out.getvalue()
+
+
+@lru_cache(maxsize=1)
+def _source_digest() -> str:
+    """The SHA-256 the job checks the source archive against (computed once, like the archive)."""
+    return hashlib.sha256(_source_archive()).hexdigest()
 
 
 def _register_if_skipped() -> None:

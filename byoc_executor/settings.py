@@ -45,7 +45,7 @@ _LOCAL_DEVICE = re.compile(r"^local:[A-Za-z0-9_-]+/[A-Za-z0-9_.-]+$")
 BRAKET_DEVICE = re.compile(f"{_DEVICE_ARN.pattern}|{_LOCAL_DEVICE.pattern}")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _ENV_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,511}$")
-_S3_URI = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")
+S3_URI = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")
 _SUBNET = re.compile(r"^subnet-[0-9a-f]{8,17}$")
 _SECURITY_GROUP = re.compile(r"^sg-[0-9a-f]{8,17}$")
 _KMS_KEY = re.compile(r"^(arn:aws[a-z\-]*:kms:[a-z0-9-]+:\d{12}:(key|alias)/[A-Za-z0-9/_-]+|[0-9a-f-]{36}|alias/[A-Za-z0-9/_-]+)$")
@@ -220,7 +220,7 @@ class Settings:
                 if bad or len(values) > most:
                     problem = f"has {bad[0]!r}" if bad else f"has {len(values)} entries"
                     add(ConfigurationError(name, problem, f"use at most {most} ids such as {example}"))
-        if self.checkpoint_s3_uri and not _S3_URI.match(self.checkpoint_s3_uri):
+        if self.checkpoint_s3_uri and not S3_URI.match(self.checkpoint_s3_uri):
             add(ConfigurationError("checkpoint_s3_uri", f"{self.checkpoint_s3_uri!r} is not an S3 URI", "use s3://<bucket>/<prefix>"))
         if self.kms_key_id and not _KMS_KEY.match(self.kms_key_id):
             add(ConfigurationError("kms_key_id", f"{self.kms_key_id!r} is not a KMS key", "use a key ARN, a key id or alias/<name>"))

@@ -23,7 +23,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 import uuid
 from dataclasses import dataclass
@@ -290,13 +289,7 @@ def run_in_image(image: str, command: list[str], **kwargs) -> subprocess.Complet
 
 
 def source_archive_bytes() -> bytes:
-    """The Braket source archive, as the client makes it (the entry script, fixed mtime)."""
-    import io
+    """The Braket source archive, exactly as the client uploads it."""
+    from byoc_executor.byoc import _source_archive
 
-    data = Path(byoc_entry.__file__).read_bytes()
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w:gz") as tar:
-        info = tarfile.TarInfo(f"{byoc_entry.ENTRY_MODULE}.py")
-        info.size, info.mode, info.mtime = len(data), 0o644, 0
-        tar.addfile(info, io.BytesIO(data))
-    return out.getvalue()
+    return _source_archive()

@@ -13,7 +13,6 @@ import time
 import urllib.request
 import uuid
 from functools import partial
-from pathlib import Path
 
 import boto3
 import cloudpickle

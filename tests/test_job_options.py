@@ -11,7 +11,7 @@ import pytest
 from covalent._shared_files.util_classes import RESULT_STATUS
 
 from tests.conftest import BUCKET
-from tests.test_executor_emulator import boto, execute, executor, job_name_of
+from tests.test_executor_emulator import boto, execute, executor
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 

@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import tarfile
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError

@@ -21,14 +21,14 @@ from typing import Any, Iterable
 import botocore.session
 from botocore.model import OperationModel, ServiceModel, Shape
 
-from byoc_executor.settings import BRAKET_DEVICE, ECR_IMAGE, ROLE_ARN
+from byoc_executor.settings import BRAKET_DEVICE, ECR_IMAGE, ROLE_ARN, S3_URI
 
 # The client's own shapes (byoc_executor.settings): one definition of what each accepts.
 ECR_IMAGE_PATTERN = ECR_IMAGE
 BRAKET_DEVICE_PATTERN = BRAKET_DEVICE
 ROLE_ARN_PATTERN = ROLE_ARN
 # Bucket names: https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html
-S3_URI_PATTERN = re.compile(r"s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(/.*)?")
+S3_URI_PATTERN = S3_URI
 
 _MAX_VALUE_SHOWN = 120
 
