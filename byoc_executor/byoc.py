@@ -122,6 +122,7 @@ class BYOCExecutor(AsyncBaseExecutor):
         """
         dispatch_id, node_id = task_metadata["dispatch_id"], task_metadata["node_id"]
         service: JobService | None = None
+        encoded: codec.EncodedTask | None = None
         job_id = ""
         ended = False
         try:
@@ -137,6 +138,7 @@ class BYOCExecutor(AsyncBaseExecutor):
             service = await _service(settings, target)
             await storage.head_bucket(s3, settings.s3_bucket_name)
             await self._upload(s3, settings, staged, encoded)
+            encoded.discard()  # the payload is in S3 now: its spill file, if any, is not needed
             request = _request(settings, staged)
             job_id = await service.submit(request)
             region = await clients.region(target)
@@ -156,13 +158,16 @@ class BYOCExecutor(AsyncBaseExecutor):
         except (BotoCoreError, ClientError, OSError, RuntimeError, asyncio.TimeoutError) as e:
             # Lost contact with AWS (after botocore's retries), or with Covalent's dispatcher.
             message = f"{type(e).__name__}: {e}"
+        finally:
+            if encoded is not None:
+                encoded.discard()
         if job_id and not ended and service is not None:
             message += await _abandon(service, job_id)
         self._stderr(f"byoc executor: {message}\n")
         raise TaskRuntimeError(message)
 
     async def _upload(self, s3: Any, settings: Settings, staged: StagedTask, encoded: codec.EncodedTask) -> None:
-        await storage.put_bytes(s3, staged.payload, encoded.envelope, settings.tags, settings.kms_key_id)
+        await storage.upload(s3, staged.payload, encoded.pieces(), settings.tags, settings.kms_key_id)
         if settings.service == "braket":
             await storage.put_bytes(s3, staged.source, _source_archive(), settings.tags, settings.kms_key_id)
 

@@ -7,11 +7,16 @@ server's event loop never stalls on a large argument or result.
 from __future__ import annotations
 
 import base64
-import hashlib
+import contextlib
 import io
+import os
 import secrets
+import shutil
 import tarfile
+import tempfile
+import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import cloudpickle
@@ -21,19 +26,81 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from byoc_executor.container import byoc_entry as contract
 from byoc_executor.errors import ResultError, TaskEncodingError
 
+_COPY_CHUNK = 1024 * 1024
+
+
+SPOOL_LIMIT = 16 * 1024 * 1024
+"""A payload up to this size stays in memory (it goes to S3 in one request); a larger one spills to
+a temporary file as it is pickled, and is uploaded from there in parts."""
+
+
+class _Spool:
+    """A write-only file that keeps up to ``limit`` bytes in memory, then moves to a temporary file."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.memory: io.BytesIO | None = io.BytesIO()
+        self.path: str | None = None
+        self._file: Any = None
+
+    def write(self, data: Any) -> int:
+        if self.memory is not None and self.memory.tell() + memoryview(data).nbytes > self.limit:
+            fd, self.path = tempfile.mkstemp(prefix="byoc-payload-", suffix=".body")
+            self._file = os.fdopen(fd, "wb")
+            self._file.write(self.memory.getbuffer())
+            self.memory = None
+        return (self._file or self.memory).write(data)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+    def discard(self) -> None:
+        self.close()
+        if self.path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+
 
 @dataclass
 class EncodedTask:
     """A signed payload envelope, and what the job needs to verify it and authenticate its result.
 
-    The private key that signed the envelope is not kept anywhere: it existed only inside
-    ``encode_task``. ``result_key`` is secret from everyone but the job (see README, threat model).
+    The envelope is ``head`` followed by the body, which is either in memory (``body``) or, when
+    large, in a temporary file (``body_path``) that ``discard()`` deletes. The private key that
+    signed the envelope is not kept anywhere: it existed only inside ``encode_task``.
+    ``result_key`` is secret from everyone but the job (see README, threat model).
     """
 
-    envelope: bytes
+    head: bytes
+    body: bytes | None
+    body_path: str | None
+    body_length: int
     body_sha256: str
     public_key: str
     result_key: str = field(repr=False)
+
+    @property
+    def size(self) -> int:
+        """The envelope's size in bytes."""
+        return len(self.head) + self.body_length
+
+    def pieces(self) -> list[bytes | str]:
+        """The envelope as the pieces to upload one after the other (bytes, or a file's path)."""
+        return [self.head, self.body if self.body is not None else self.body_path]  # type: ignore[list-item]
+
+    def envelope_bytes(self) -> bytes:
+        """The whole envelope in memory: for small payloads and tests."""
+        if self.body is not None:
+            return self.head + self.body
+        return self.head + Path(self.body_path).read_bytes()  # type: ignore[arg-type]
+
+    def discard(self) -> None:
+        """Let go of the body (in memory or in a temporary file). Safe to call more than once."""
+        self.body = None
+        if self.body_path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.body_path)
 
     def hyperparameters(self) -> dict[str, str]:
         """What the job needs to verify this payload and authenticate its result."""
@@ -45,28 +112,38 @@ class EncodedTask:
         }
 
 
-def encode_task(function: Any, args: list, kwargs: dict) -> EncodedTask:
+def encode_task(function: Any, args: list, kwargs: dict, spool_limit: int = SPOOL_LIMIT) -> EncodedTask:
     """Pickle the electron into a payload envelope signed with a fresh Ed25519 key.
+
+    The pickle is streamed: a large argument is written to a temporary file as it is pickled
+    (``EncodedTask.body_path``), never copied whole into memory. The caller must ``discard()``.
 
     Raises:
         TaskEncodingError: the function or an argument cannot be pickled; says which.
     """
+    spool = _Spool(spool_limit)
     try:
-        body = cloudpickle.dumps({"function": function, "args": args, "kwargs": kwargs})
+        length, digest = contract.pickle_to({"function": function, "args": args, "kwargs": kwargs}, spool)
     except Exception as e:  # cloudpickle raises many types (PicklingError, TypeError, ...)
+        spool.discard()
         culprit = _find_unpicklable(function, args, kwargs)
         raise TaskEncodingError(
             f"cannot pickle the electron's {culprit} with cloudpickle: {type(e).__name__}: {e}. "
             "Objects such as open files, locks, sockets and live clients cannot travel to a job: "
             "create them inside the electron instead."
         ) from e
+    except BaseException:
+        spool.discard()
+        raise
+    spool.close()
     key = Ed25519PrivateKey.generate()
-    out = io.BytesIO()
-    contract.write_envelope(
-        out, body, "payload", authenticate=lambda canonical: {"signature": base64.b64encode(key.sign(contract.PAYLOAD_DOMAIN + canonical)).decode()}
+    head = contract.envelope_head(
+        "payload", length, digest,
+        authenticate=lambda canonical: {"signature": base64.b64encode(key.sign(contract.PAYLOAD_DOMAIN + canonical)).decode()},
     )
     public = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return EncodedTask(out.getvalue(), hashlib.sha256(body).hexdigest(), base64.b64encode(public).decode(), secrets.token_hex(32))
+    body = spool.memory.getvalue() if spool.memory is not None else None
+    return EncodedTask(head, body, spool.path, length, digest, base64.b64encode(public).decode(), secrets.token_hex(32))
 
 
 def _find_unpicklable(function: Any, args: list, kwargs: dict) -> str:
@@ -98,6 +175,10 @@ class JobOutcome:
 def read_results_archive(archive: bytes | str, result_key: str) -> JobOutcome:
     """Verify and unpack a job's ``model.tar.gz``: the result envelope and the captured output.
 
+    The archive is read once, as a stream; the result envelope is unpacked to a temporary file,
+    verified there in chunks and unpickled from it, so a large result is held in memory only as
+    the value itself.
+
     Args:
         archive: the archive's bytes, or a path to it.
         result_key: the task's HMAC key (``EncodedTask.result_key``); a result without a valid
@@ -112,33 +193,40 @@ def read_results_archive(archive: bytes | str, result_key: str) -> JobOutcome:
             other versions. Nothing is unpickled unless every check passed.
     """
     fileobj = io.BytesIO(archive) if isinstance(archive, bytes) else open(archive, "rb")
-    try:
-        with fileobj, tarfile.open(fileobj=fileobj, mode="r:*") as tar:
-            members = {m.name.removeprefix("./"): m for m in tar.getmembers() if m.isfile()}
-
-            def text(name: str) -> str:
-                if name not in members:
-                    return ""
-                return tar.extractfile(members[name]).read().decode("utf-8", "replace")  # type: ignore[union-attr]
-
-            stdout, stderr = text(contract.STDOUT_FILE), text(contract.STDERR_FILE)
-            if contract.RESULT_FILE not in members:
-                return JobOutcome(ok=False, stdout=stdout, stderr=stderr, has_result=False)
-            raw = tar.extractfile(members[contract.RESULT_FILE]).read()  # type: ignore[union-attr]
-    except (tarfile.TarError, EOFError, OSError) as e:
-        raise ResultError(f"the job's results archive is unreadable: {type(e).__name__}: {e}") from e
-    try:
-        header, body = contract.read_envelope(io.BytesIO(raw), "result", verify=contract.hmac_verifier(result_key))
-        contract.check_versions(header.get("versions", {}), "result")
-    except contract.ContractError as e:
-        raise ResultError(f"the job's result failed verification: {e}") from e
-    try:
-        outcome = cloudpickle.loads(body)
-    except Exception as e:  # the task's own types may be missing on the client
-        raise ResultError(
-            f"the job's result could not be unpickled here: {type(e).__name__}: {e}. "
-            "Every module the return value's types come from must be importable on the Covalent server."
-        ) from e
+    texts: dict[str, str] = {}
+    with tempfile.TemporaryFile(prefix="byoc-result-") as envelope:
+        found = False
+        try:
+            with fileobj, tarfile.open(fileobj=fileobj, mode="r|*") as tar:
+                for member in tar:
+                    name = member.name.removeprefix("./")
+                    if not member.isfile() or name not in (contract.RESULT_FILE, contract.STDOUT_FILE, contract.STDERR_FILE):
+                        continue
+                    source = tar.extractfile(member)
+                    if name == contract.RESULT_FILE:
+                        shutil.copyfileobj(source, envelope, _COPY_CHUNK)  # type: ignore[misc]
+                        found = True
+                    else:
+                        texts[name] = source.read().decode("utf-8", "replace")  # type: ignore[union-attr]
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
+            raise ResultError(f"the job's results archive is unreadable: {type(e).__name__}: {e}") from e
+        if not found:
+            return JobOutcome(
+                ok=False, stdout=texts.get(contract.STDOUT_FILE, ""), stderr=texts.get(contract.STDERR_FILE, ""), has_result=False
+            )
+        envelope.seek(0)
+        try:
+            header = contract.open_envelope(envelope, "result", verify=contract.hmac_verifier(result_key))
+            contract.check_versions(header.get("versions", {}), "result")
+        except contract.ContractError as e:
+            raise ResultError(f"the job's result failed verification: {e}") from e
+        try:
+            outcome = cloudpickle.load(envelope)
+        except Exception as e:  # the task's own types may be missing on the client
+            raise ResultError(
+                f"the job's result could not be unpickled here: {type(e).__name__}: {e}. "
+                "Every module the return value's types come from must be importable on the Covalent server."
+            ) from e
     # The output inside the authenticated envelope is the one to show; the archive's plain files
     # (which anyone able to re-pack the archive could change) serve only a job that left no result.
     return JobOutcome(

@@ -8,13 +8,14 @@ translated at this edge (``errors.raise_aws_error``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import aiofiles
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from byoc_executor.errors import raise_aws_error
 
@@ -84,13 +85,24 @@ async def put_bytes(s3: Any, where: S3Location, data: bytes, tags: dict[str, str
         raise_aws_error(e, "PutObject", where.uri)
 
 
-async def upload_file(s3: Any, path: str, where: S3Location, tags: dict[str, str] | None = None, kms_key_id: str = "") -> None:
-    """Upload a local file: one request when small, a streamed multipart upload when large."""
-    size = os.path.getsize(path)
+async def upload(
+    s3: Any, where: S3Location, pieces: Sequence[bytes | str], tags: dict[str, str] | None = None, kms_key_id: str = ""
+) -> int:
+    """Upload the concatenation of ``pieces`` (bytes, or paths of local files) as one object.
+
+    Up to SINGLE_REQUEST_LIMIT bytes go in one PutObject. A larger object is a multipart upload
+    whose parts are read from disk through aiofiles as they are sent, PART_CONCURRENCY at a time:
+    memory holds at most that many parts, whatever the object's size. A failed multipart upload
+    is aborted, so no parts are left behind to be billed.
+
+    Returns:
+        The object's size in bytes.
+    """
+    sizes = [len(p) if isinstance(p, (bytes, bytearray, memoryview)) else os.path.getsize(p) for p in pieces]
+    size = sum(sizes)
     if size <= SINGLE_REQUEST_LIMIT:
-        async with aiofiles.open(path, "rb") as f:
-            await put_bytes(s3, where, await f.read(), tags, kms_key_id)
-        return
+        await put_bytes(s3, where, await _read_range(pieces, sizes, 0, size), tags, kms_key_id)
+        return size
     extra = put_options(tags, kms_key_id)
     try:
         upload = await s3.create_multipart_upload(Bucket=where.bucket, Key=where.key, **extra)
@@ -101,9 +113,7 @@ async def upload_file(s3: Any, path: str, where: S3Location, tags: dict[str, str
 
     async def send(number: int, offset: int) -> dict[str, Any]:
         async with semaphore:
-            async with aiofiles.open(path, "rb") as f:
-                await f.seek(offset)
-                body = await f.read(PART_SIZE)
+            body = await _read_range(pieces, sizes, offset, min(PART_SIZE, size - offset))
             answer = await s3.upload_part(Bucket=where.bucket, Key=where.key, UploadId=upload_id, PartNumber=number, Body=body)
             return {"PartNumber": number, "ETag": answer["ETag"]}
 
@@ -113,10 +123,35 @@ async def upload_file(s3: Any, path: str, where: S3Location, tags: dict[str, str
             Bucket=where.bucket, Key=where.key, UploadId=upload_id, MultipartUpload={"Parts": list(parts)}
         )
     except BaseException as e:
-        await s3.abort_multipart_upload(Bucket=where.bucket, Key=where.key, UploadId=upload_id)
+        with contextlib.suppress(ClientError, BotoCoreError):
+            await asyncio.shield(s3.abort_multipart_upload(Bucket=where.bucket, Key=where.key, UploadId=upload_id))
         if isinstance(e, ClientError):
             raise_aws_error(e, "UploadPart", where.uri)
         raise
+    return size
+
+
+async def upload_file(s3: Any, path: str, where: S3Location, tags: dict[str, str] | None = None, kms_key_id: str = "") -> int:
+    """Upload a local file: one request when small, a streamed multipart upload when large."""
+    return await upload(s3, where, [path], tags, kms_key_id)
+
+
+async def _read_range(pieces: Sequence[bytes | str], sizes: list[int], offset: int, length: int) -> bytes:
+    """``length`` bytes of the concatenation of ``pieces`` from ``offset``, reading files through aiofiles."""
+    chunks: list[bytes] = []
+    start = 0
+    for piece, size in zip(pieces, sizes):
+        end = start + size
+        if offset < end and offset + length > start:
+            lo, hi = max(offset, start) - start, min(offset + length, end) - start
+            if isinstance(piece, (bytes, bytearray, memoryview)):
+                chunks.append(bytes(piece[lo:hi]))
+            else:
+                async with aiofiles.open(piece, "rb") as f:
+                    await f.seek(lo)
+                    chunks.append(await f.read(hi - lo))
+        start = end
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 async def download_file(s3: Any, where: S3Location, path: str) -> int:

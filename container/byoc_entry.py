@@ -65,6 +65,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import struct
 import sys
 import tarfile
@@ -215,50 +216,80 @@ def signature_verifier(public_key_b64: str) -> Callable[[bytes, dict], None]:
     return verify
 
 
-def write_envelope(
-    out: BinaryIO, body: bytes, kind: str, extra: dict | None = None, authenticate: Callable[[bytes], dict] | None = None
-) -> dict:
-    """Write ``body`` as an envelope of ``kind`` ("payload" or "result") to ``out``.
+class _Digesting:
+    """A write-only file that passes everything on to ``out`` and keeps its length and SHA-256."""
+
+    def __init__(self, out: BinaryIO):
+        self.out, self.sha, self.length = out, hashlib.sha256(), 0
+
+    def write(self, data: Any) -> int:
+        # The pickler hands large bytes, buffers and arrays over as they are: no copy is made.
+        self.sha.update(data)
+        self.length += memoryview(data).nbytes
+        return self.out.write(data)
+
+
+def pickle_to(obj: Any, out: BinaryIO) -> tuple[int, str]:
+    """Pickle ``obj`` into ``out`` as a stream (no whole copy in memory); return (length, SHA-256)."""
+    import cloudpickle
+
+    digesting = _Digesting(out)
+    cloudpickle.dump(obj, digesting)
+    return digesting.length, digesting.sha.hexdigest()
+
+
+def envelope_head(
+    kind: str, body_length: int, body_sha256: str, extra: dict | None = None, authenticate: Callable[[bytes], dict] | None = None
+) -> bytes:
+    """The bytes of an envelope that come before its body: prefix and header.
 
     Args:
         authenticate: given the canonical header, returns the fields that authenticate it
             (``signature`` or ``mac``).
-
-    Returns:
-        The header that was written.
     """
     header = {
         "protocol": PROTOCOL_VERSION,
         "kind": kind,
         "versions": runtime_versions(),
-        "body_length": len(body),
-        "body_sha256": hashlib.sha256(body).hexdigest(),
+        "body_length": body_length,
+        "body_sha256": body_sha256,
     }
     header.update(extra or {})
     if authenticate is not None:
         header.update(authenticate(canonical_header(header)))
     raw = json.dumps(header, sort_keys=True).encode()
-    out.write(_PREFIX.pack(_MAGIC, _FORMAT, len(raw)))
-    out.write(raw)
+    return _PREFIX.pack(_MAGIC, _FORMAT, len(raw)) + raw
+
+
+def write_envelope(
+    out: BinaryIO, body: bytes, kind: str, extra: dict | None = None, authenticate: Callable[[bytes], dict] | None = None
+) -> None:
+    """Write ``body`` as an envelope of ``kind`` ("payload" or "result") to ``out``."""
+    out.write(envelope_head(kind, len(body), hashlib.sha256(body).hexdigest(), extra, authenticate))
     out.write(body)
-    return header
 
 
-def read_envelope(
+def open_envelope(
     stream: IO[bytes],
     kind: str,
     expected_sha256: str | None = None,
     verify: Callable[[bytes, dict], None] | None = None,
-) -> tuple[dict, bytes]:
-    """Read and verify an envelope; the body is returned only if every check passed.
+) -> dict:
+    """Verify an envelope in a seekable file and leave the file at the start of its body.
+
+    The body is read in chunks to check its length and digest, never held whole; once this returns,
+    ``cloudpickle.load(stream)`` reads the verified body.
 
     Args:
-        stream: the envelope's bytes.
+        stream: the envelope, opened for binary reading, seekable.
         kind: the kind the caller expects.
         expected_sha256: the body digest the caller was told out of band, if any. When given, a
             body that merely matches its own header is not enough.
         verify: checks the header's authentication (``signature_verifier``/``hmac_verifier``);
             it runs before the body is even read.
+
+    Returns:
+        The verified header.
 
     Raises:
         ContractError: wrong magic or format, wrong kind or protocol, truncated, digest mismatch.
@@ -289,21 +320,39 @@ def read_envelope(
             f"the {kind} uses protocol {header.get('protocol')}, this side speaks {PROTOCOL_VERSION}: "
             "use the same byoc-executor version on the client and in the image"
         )
-    body = stream.read(int(header["body_length"]) + 1)
-    if len(body) != header["body_length"]:
+    length = header.get("body_length")
+    if not isinstance(length, int) or length < 0:
+        raise ContractError(f"the {kind} header gives no body length")
+    start, remaining, sha = stream.tell(), length, hashlib.sha256()
+    while remaining and (chunk := stream.read(min(_CHUNK, remaining))):
+        sha.update(chunk)
+        remaining -= len(chunk)
+    if remaining or stream.read(1):
         raise ContractError(
-            f"the {kind} body has {len(body)} bytes, its header says {header['body_length']}: "
-            "truncated or altered"
+            f"the {kind} body has {length - remaining if remaining else 'more than ' + str(length)} bytes, "
+            f"its header says {length}: truncated or altered"
         )
-    digest = hashlib.sha256(body).hexdigest()
-    if digest != header["body_sha256"]:
+    digest = sha.hexdigest()
+    if digest != header.get("body_sha256"):
         raise ContractError(f"the {kind} body does not match its digest: corrupted or altered")
     if expected_sha256 is not None and digest != expected_sha256:
         raise ContractError(
             f"the {kind} body digest {digest[:16]}... is not the one the client submitted "
             f"({expected_sha256[:16]}...): the object was replaced after submission"
         )
-    return header, body
+    stream.seek(start)
+    return header
+
+
+def read_envelope(
+    stream: IO[bytes],
+    kind: str,
+    expected_sha256: str | None = None,
+    verify: Callable[[bytes, dict], None] | None = None,
+) -> tuple[dict, bytes]:
+    """``open_envelope``, then the body as bytes: for envelopes small enough to hold in memory."""
+    header = open_envelope(stream, kind, expected_sha256, verify)
+    return header, stream.read(header["body_length"])
 
 
 def check_versions(theirs: dict[str, str], what: str) -> None:
@@ -402,14 +451,22 @@ def _write_failure(layout: JobLayout, summary: str) -> None:
 
 
 def _write_result(layout: JobLayout, outcome: dict, result_key: str) -> None:
-    import cloudpickle
-
-    body = cloudpickle.dumps(outcome)
+    # The body is pickled straight to disk, then copied behind its header: a large return value
+    # is never held twice in memory.
     layout.results_dir.mkdir(parents=True, exist_ok=True)
+    body_path = layout.results_dir / (RESULT_FILE + ".body")
     tmp = layout.results_dir / (RESULT_FILE + ".part")
-    with open(tmp, "wb") as f:
-        write_envelope(f, body, "result", authenticate=hmac_authenticator(result_key))
-    tmp.replace(layout.results_dir / RESULT_FILE)
+    try:
+        with open(body_path, "w+b") as body:
+            length, digest = pickle_to(outcome, body)
+            body.seek(0)
+            with open(tmp, "wb") as f:
+                f.write(envelope_head("result", length, digest, authenticate=hmac_authenticator(result_key)))
+                shutil.copyfileobj(body, f, _CHUNK)
+        tmp.replace(layout.results_dir / RESULT_FILE)
+    finally:
+        body_path.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
 
 
 def _exception_outcome(exc: BaseException) -> dict:
@@ -465,23 +522,23 @@ def execute(layout: JobLayout) -> int:
         result_key = hp[HP_RESULT_KEY]
         if not layout.payload_file.exists():
             raise ContractError(f"the payload is missing: no {layout.payload_file} (input channel '{PAYLOAD_CHANNEL}')")
-        with open(layout.payload_file, "rb") as f:
-            header, body = read_envelope(
-                f, "payload", expected_sha256=hp[HP_PAYLOAD_SHA256], verify=signature_verifier(hp[HP_PAYLOAD_PUBLIC_KEY])
+        with open(layout.payload_file, "rb") as payload:
+            header = open_envelope(
+                payload, "payload", expected_sha256=hp[HP_PAYLOAD_SHA256], verify=signature_verifier(hp[HP_PAYLOAD_PUBLIC_KEY])
             )
-        check_versions(header.get("versions", {}), "payload")
-        current, hosts = layout.hosts()
-        if current != sorted(hosts)[0] and str(hp.get(HP_ALL_HOSTS, "")).lower() != "true":
-            # Several instances: the task runs once, on the leader; the others have nothing to do.
-            print(f"byoc-executor: {current} is not the leader of {hosts}; the task runs on {sorted(hosts)[0]}", flush=True)
-            return EXIT_OK
-        os.environ.update(json.loads(hp.get(HP_ENVIRONMENT) or "{}"))
-        os.environ[ENV_TASK_CHECKPOINT_DIR] = str(layout.checkpoint_dir)
-        os.environ[ENV_TASK_CURRENT_HOST] = current
-        os.environ[ENV_TASK_HOSTS] = ",".join(hosts)
-        import cloudpickle
+            check_versions(header.get("versions", {}), "payload")
+            current, hosts = layout.hosts()
+            if current != sorted(hosts)[0] and str(hp.get(HP_ALL_HOSTS, "")).lower() != "true":
+                # Several instances: the task runs once, on the leader; the others have nothing to do.
+                print(f"byoc-executor: {current} is not the leader of {hosts}; the task runs on {sorted(hosts)[0]}", flush=True)
+                return EXIT_OK
+            os.environ.update(json.loads(hp.get(HP_ENVIRONMENT) or "{}"))
+            os.environ[ENV_TASK_CHECKPOINT_DIR] = str(layout.checkpoint_dir)
+            os.environ[ENV_TASK_CURRENT_HOST] = current
+            os.environ[ENV_TASK_HOSTS] = ",".join(hosts)
+            import cloudpickle
 
-        task = cloudpickle.loads(body)
+            task = cloudpickle.load(payload)  # the verified body, read from disk
         function, args, kwargs = task["function"], task["args"], task["kwargs"]
     except Exception as e:
         summary = f"byoc-executor setup failed: {type(e).__name__}: {e}"

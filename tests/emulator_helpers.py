@@ -138,7 +138,7 @@ def upload_payload(s3: Any, bucket: str, prefix: str, function: Callable, *args:
     from byoc_executor.codec import encode_task
 
     encoded = encode_task(function, list(args), {})
-    s3.put_object(Bucket=bucket, Key=f"{prefix}/{byoc_entry.PAYLOAD_CHANNEL}/{byoc_entry.PAYLOAD_FILE}", Body=encoded.envelope)
+    s3.put_object(Bucket=bucket, Key=f"{prefix}/{byoc_entry.PAYLOAD_CHANNEL}/{byoc_entry.PAYLOAD_FILE}", Body=encoded.envelope_bytes())
     return encoded.hyperparameters()
 
 

@@ -122,7 +122,7 @@ def lay_out_job(tree: Path, service: str, encoded: codec.EncodedTask, extra_env:
         (tree / d).mkdir(parents=True, exist_ok=True)
     layout = contract.JobLayout(env)
     layout.payload_file.parent.mkdir(parents=True, exist_ok=True)
-    layout.payload_file.write_bytes(encoded.envelope)
+    layout.payload_file.write_bytes(encoded.envelope_bytes())
     layout.hp_file.parent.mkdir(parents=True, exist_ok=True)
     hp = encoded.hyperparameters()
     if service == "braket":

@@ -41,7 +41,7 @@ def read_env(name: str) -> str | None:
 def make_tree(tmp_path: Path, service: str, function, args=(), kwargs=None, *, tamper=None, hp_extra=None) -> dict:
     """Lay out a job the way the service would, and return its environment."""
     encoded = codec.encode_task(function, list(args), kwargs or {})
-    envelope = tamper(encoded.envelope) if tamper else encoded.envelope
+    envelope = tamper(encoded.envelope_bytes()) if tamper else encoded.envelope_bytes()
     ml = tmp_path / "opt" / "ml"
     env = {contract.ENV_ML_ROOT: str(ml)}
     if service == "braket":
@@ -129,7 +129,7 @@ def test_tampered_payload_is_refused_before_unpickling(tmp_path: Path) -> None:
     def swap(envelope: bytes) -> bytes:
         # An attacker with write access to the bucket replaces the payload with a well-formed
         # envelope of their own, signed with their own key, whose unpickling has a side effect.
-        return codec.encode_task(Mark(str(mark)), [], {}).envelope
+        return codec.encode_task(Mark(str(mark)), [], {}).envelope_bytes()
 
     def unsigned(envelope: bytes) -> bytes:
         out = io.BytesIO()
