@@ -130,7 +130,9 @@ def upload_results(s3: Any, results_dir: "Path | Sequence[Path]", uri: str, scra
     for directory in [results_dir] if isinstance(results_dir, Path) else results_dir:
         if directory.is_dir():
             entries.update({entry.name: entry for entry in directory.iterdir()})
-    with tarfile.open(archive, "w:gz") as tar:
+    # gzip's fastest level: readers see the same archive format, and a large result is not held
+    # up for seconds of compression (what level the services use is not documented).
+    with tarfile.open(archive, "w:gz", compresslevel=1) as tar:
         for name in sorted(entries):
             tar.add(entries[name], arcname=name)
     bucket, key = split_s3_uri(uri)
