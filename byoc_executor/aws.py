@@ -44,7 +44,11 @@ class AWSTarget:
 
 
 def _client_config(service: str, target: AWSTarget) -> AioConfig:
-    s3 = {"addressing_style": "path"} if target.endpoint_url else {}
+    s3: dict[str, Any] = {"addressing_style": "path"} if target.endpoint_url else {}
+    if target.local:
+        # Over https (AWS itself) botocore sends S3 bodies unsigned, with a CRC32 checksum; over
+        # plain http it would SHA-256 every body on the event loop. Loopback gets AWS's behaviour.
+        s3["payload_signing_enabled"] = False
     # Reading a job's logs is a convenience that shares the polling loop: a throttled Logs API
     # must not hold up status polling for a minute of backoff. What is missed is read next poll.
     attempts = LOGS_RETRY_ATTEMPTS if service == "logs" else RETRY_ATTEMPTS
@@ -106,6 +110,9 @@ class ClientPool:
         async with self._lock:
             if key not in self._clients:
                 session, region, keys = await self._session(target)
+                # Loading the service's models is tens of milliseconds of CPU: do it in a worker
+                # thread (botocore's loader caches them), not on the event loop.
+                await asyncio.to_thread(_load_models, session, service)
                 creator = session.create_client(
                     service,
                     region_name=region,
@@ -125,6 +132,14 @@ class ClientPool:
             self._sessions.clear()
             await self._stack.aclose()
             self._stack = contextlib.AsyncExitStack()
+
+
+def _load_models(session: AioSession, service: str) -> None:
+    import aiohttp.connector  # noqa: F401  (its import builds TLS contexts: ~40 ms, once)
+
+    loader = session.get_component("data_loader")
+    for kind in ("service-2", "endpoint-rule-set-1"):
+        loader.load_service_model(service, kind)
 
 
 _pools: dict[asyncio.AbstractEventLoop, ClientPool] = {}

@@ -138,7 +138,7 @@ class BYOCExecutor(AsyncBaseExecutor):
             service = await _service(settings, target)
             await storage.head_bucket(s3, settings.s3_bucket_name)
             await self._upload(s3, settings, staged, encoded)
-            encoded.discard()  # the payload is in S3 now: its spill file, if any, is not needed
+            await _discard(encoded)  # the payload is in S3 now: its spill file, if any, is not needed
             request = _request(settings, staged)
             job_id = await service.submit(request)
             region = await clients.region(target)
@@ -160,7 +160,7 @@ class BYOCExecutor(AsyncBaseExecutor):
             message = f"{type(e).__name__}: {e}"
         finally:
             if encoded is not None:
-                encoded.discard()
+                await _discard(encoded)
         if job_id and not ended and service is not None:
             message += await _abandon(service, job_id)
         self._stderr(f"byoc executor: {message}\n")
@@ -339,7 +339,15 @@ async def _fetch_outcome(s3: Any, status: JobStatus, result_key: str) -> codec.J
         await storage.download_file(s3, storage.S3Location.parse(status.results_uri), path)
         return await asyncio.to_thread(codec.read_results_archive, path, result_key)
     finally:
-        os.unlink(path)
+        await asyncio.to_thread(os.unlink, path)  # deleting a large file can take a while
+
+
+async def _discard(encoded: codec.EncodedTask) -> None:
+    """Delete the payload's spill file (if any) off the event loop: a large file takes a while."""
+    if encoded.body_path is None:
+        encoded.discard()
+    else:
+        await asyncio.to_thread(encoded.discard)
 
 
 async def _abandon(service: JobService, job_id: str) -> str:

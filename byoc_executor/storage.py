@@ -8,9 +8,11 @@ translated at this edge (``errors.raise_aws_error``).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import os
+import zlib
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -25,6 +27,9 @@ SINGLE_REQUEST_LIMIT = 16 * 1024 * 1024
 PART_SIZE = 16 * 1024 * 1024
 PART_CONCURRENCY = 4
 _READ_CHUNK = 1024 * 1024
+INLINE_CHECKSUM_LIMIT = 256 * 1024
+"""Bodies larger than this get their CRC32 computed in a worker thread rather than by botocore
+on the event loop (16 MiB takes ~10-30 ms)."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,11 @@ async def exists(s3: Any, where: S3Location) -> bool:
     return True
 
 
+def crc32_checksum(data: bytes) -> dict[str, str]:
+    """The request arguments botocore would add for ``data`` (its default CRC32), computed here."""
+    return {"ChecksumAlgorithm": "CRC32", "ChecksumCRC32": base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()}
+
+
 def put_options(tags: dict[str, str] | None = None, kms_key_id: str = "") -> dict[str, str]:
     """The PutObject / CreateMultipartUpload arguments for the object's tags and SSE-KMS."""
     extra = {"Tagging": _tagging(tags)} if tags else {}
@@ -79,6 +89,8 @@ def put_options(tags: dict[str, str] | None = None, kms_key_id: str = "") -> dic
 async def put_bytes(s3: Any, where: S3Location, data: bytes, tags: dict[str, str] | None = None, kms_key_id: str = "") -> None:
     """Upload ``data`` in one request."""
     extra = put_options(tags, kms_key_id)
+    if len(data) > INLINE_CHECKSUM_LIMIT:
+        extra.update(await asyncio.to_thread(crc32_checksum, data))
     try:
         await s3.put_object(Bucket=where.bucket, Key=where.key, Body=data, **extra)
     except ClientError as e:
@@ -114,7 +126,10 @@ async def upload(
     async def send(number: int, offset: int) -> dict[str, Any]:
         async with semaphore:
             body = await _read_range(pieces, sizes, offset, min(PART_SIZE, size - offset))
-            answer = await s3.upload_part(Bucket=where.bucket, Key=where.key, UploadId=upload_id, PartNumber=number, Body=body)
+            checksum = await asyncio.to_thread(crc32_checksum, body)
+            answer = await s3.upload_part(
+                Bucket=where.bucket, Key=where.key, UploadId=upload_id, PartNumber=number, Body=body, **checksum
+            )
             return {"PartNumber": number, "ETag": answer["ETag"]}
 
     try:
