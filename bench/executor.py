@@ -106,10 +106,18 @@ async def main(args: argparse.Namespace) -> None:
             await listener.close()
             assert str(status) == "COMPLETED", stderr
 
-        # Register the counter on the shared client before the electrons start.
-        client = await aws.pool().client(args.service, aws.AWSTarget.of(BYOCExecutor(**ex_settings).settings()))
+        # Register the counters on the shared clients before the electrons start.
+        target = aws.AWSTarget.of(BYOCExecutor(**ex_settings).settings())
+        client = await aws.pool().client(args.service, target)
         op = "GetJob" if args.service == "braket" else "DescribeTrainingJob"
         client.meta.events.register(f"provide-client-params.{args.service}.{op}", count)
+        requests: dict[str, int] = {}
+
+        def count_request(model, **kwargs) -> None:
+            requests[model.name] = requests.get(model.name, 0) + 1
+
+        for name in (args.service, "s3", "logs"):
+            (await aws.pool().client(name, target)).meta.events.register("before-call", count_request)
 
         tick = asyncio.create_task(ticker())
         cpu0, wall0 = time.process_time(), time.perf_counter()
@@ -140,6 +148,8 @@ async def main(args: argparse.Namespace) -> None:
     print(f"client CPU per electron: {1000 * cpu / args.electrons:.1f} ms")
     print(f"longest event-loop stall: {1000 * max(stalls):.1f} ms")
     print(f"completion latency: median {statistics.median(latencies):.2f} s, p95 {latencies[int(0.95 * (len(latencies) - 1))]:.2f} s")
+    total = sum(requests.values())
+    print(f"API requests per electron: {total / args.electrons:.1f} (" + ", ".join(f"{k} {v / args.electrons:.1f}" for k, v in sorted(requests.items(), key=lambda kv: -kv[1])) + ")")
     calls = [status_calls.get(n, 0) for n in returned]
     print(f"status calls per job: mean {statistics.mean(calls):.1f}; per job-second: mean {statistics.mean(per_second):.2f}")
 

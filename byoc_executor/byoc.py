@@ -18,6 +18,7 @@ import os
 import random
 import tarfile
 import tempfile
+import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
@@ -44,10 +45,14 @@ log = logging.getLogger(__name__)
 FIRST_POLL = 0.25  # seconds; polling backs off from here to poll_freq
 POLL_BACKOFF = 1.5
 RESULT_PROBE_MAX = 1.0  # the longest pause between two S3 checks for the results archive
+PROBE_AGE_SHARE = 0.02  # past RESULT_PROBE_MAX, the pause between S3 checks grows to this share of the job's running time
 LOG_POLL = 2.0  # the shortest pause between two reads of the job's logs
+LOG_POLL_MAX = 30.0  # the longest, for a job that has been quiet for a while
 QUEUE_ALLOWANCE = 24 * 3600  # how long past max_runtime a job may sit queued before we give up
 CANCEL_WAIT = 300  # how long to follow a cancelled job to its end
 LOG_TAIL_LINES = 40
+CANCEL_CHECK = 1.0  # seconds between two questions to Covalent's dispatcher: was this node cancelled?
+BUCKET_CHECK_TTL = 300.0  # a bucket found reachable is not asked about again for this long
 
 
 class BYOCExecutor(AsyncBaseExecutor):
@@ -136,7 +141,7 @@ class BYOCExecutor(AsyncBaseExecutor):
             clients = aws.pool()
             s3 = await clients.client("s3", target)
             service = await _service(settings, target)
-            await storage.head_bucket(s3, settings.s3_bucket_name)
+            await _check_bucket(s3, target, settings.s3_bucket_name)
             await self._upload(s3, settings, staged, encoded)
             await _discard(encoded)  # the payload is in S3 now: its spill file, if any, is not needed
             request = _request(settings, staged)
@@ -178,18 +183,22 @@ class BYOCExecutor(AsyncBaseExecutor):
         few of them: the job APIs have low request-rate limits per account. What makes the end
         seen promptly is a cheaper signal: while the job runs, the executor asks S3 (whose rate
         limits are orders of magnitude higher) whether the results archive exists, backing off
-        to RESULT_PROBE_MAX. The archive is uploaded before the service reports the job ended,
-        so once it appears the status is polled fast again until the job is terminal.
+        to RESULT_PROBE_MAX, then to PROBE_AGE_SHARE of the job's running time (never past
+        ``poll_freq``). The archive is uploaded before the service reports the job ended, so once
+        it appears the status is polled fast again until the job is terminal.
 
         While the job runs, its new log lines go to this process's log (the Covalent server's:
-        Covalent 0.240 publishes a node's stdout/stderr only when the node ends), at most every
-        LOG_POLL seconds, and once more after the end; its progress events go to the node's
-        stderr as ``[byoc]`` lines.
+        Covalent 0.240 publishes a node's stdout/stderr only when the node ends), every LOG_POLL
+        seconds while it prints, less often (up to LOG_POLL_MAX) while it is quiet, and once more
+        after the end; its progress events go to the node's stderr as ``[byoc]`` lines. Whether
+        Covalent cancelled the node is asked every CANCEL_CHECK seconds.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + settings.max_runtime + QUEUE_ALLOWANCE
         interval, probe = FIRST_POLL, FIRST_POLL
-        next_status = next_logs = loop.time()
+        next_status = next_logs = next_cancel_check = next_probe = loop.time()
+        log_interval = LOG_POLL
+        running_since: float | None = None
         last: JobState | None = None
         cancelling_since: float | None = None
         result_seen = False
@@ -217,16 +226,30 @@ class BYOCExecutor(AsyncBaseExecutor):
                 interval = min(interval * POLL_BACKOFF, settings.poll_freq)
             running = last in (JobState.RUNNING, JobState.CANCELLING, JobState.UNKNOWN)
             if running and now >= next_logs:
-                for line in await follower.poll():
+                lines = await follower.poll()
+                for line in lines:
                     log.info("job %s | %s", job_id, line)
-                next_logs = now + LOG_POLL
-            if last is JobState.RUNNING and not result_seen and results is not None and await storage.exists(s3, results):
-                result_seen, interval, next_status = True, FIRST_POLL, now  # the end is near
-                continue
-            if cancelling_since is None and await self._cancel_requested():
-                log.info("cancel requested: cancelling job %s", job_id)
-                await service.cancel(job_id)
-                cancelling_since, next_status = now, now
+                # A quiet job is read less and less often; one that prints, every LOG_POLL.
+                log_interval = LOG_POLL if lines else min(log_interval * POLL_BACKOFF, LOG_POLL_MAX)
+                next_logs = now + log_interval
+            probing = last is JobState.RUNNING and not result_seen and results is not None
+            if probing and running_since is None:
+                running_since = now
+            if probing and now >= next_probe:
+                if await storage.exists(s3, results):  # type: ignore[arg-type]
+                    result_seen, interval, next_status = True, FIRST_POLL, now  # the end is near
+                    continue
+                # The pause grows to RESULT_PROBE_MAX, then with the job's age (a job that has run
+                # for an hour can be noticed a few seconds late), never past poll_freq.
+                cap = min(max(RESULT_PROBE_MAX, PROBE_AGE_SHARE * (now - running_since)), max(settings.poll_freq, RESULT_PROBE_MAX))  # type: ignore[operator]
+                probe = min(probe * POLL_BACKOFF, cap)
+                next_probe = now + probe * random.uniform(0.8, 1.0)
+            if cancelling_since is None and now >= next_cancel_check:
+                next_cancel_check = now + CANCEL_CHECK
+                if await self._cancel_requested():
+                    log.info("cancel requested: cancelling job %s", job_id)
+                    await service.cancel(job_id)
+                    cancelling_since, next_status = now, now
             if cancelling_since is not None and now - cancelling_since > CANCEL_WAIT:
                 raise TaskCancelledError(f"job {job_id} was asked to cancel {CANCEL_WAIT}s ago and is still {last}")
             if now > deadline:
@@ -234,10 +257,9 @@ class BYOCExecutor(AsyncBaseExecutor):
                 raise ResultError(
                     f"job {job_id} is still {last} after max_runtime + {QUEUE_ALLOWANCE}s; it was cancelled", job_id=job_id
                 )
-            wake = next_status
-            if last is JobState.RUNNING and not result_seen:
-                wake = min(wake, now + probe)
-                probe = min(probe * POLL_BACKOFF, RESULT_PROBE_MAX)
+            wake = min(next_status, next_probe) if probing else next_status
+            if cancelling_since is None:
+                wake = min(wake, next_cancel_check)
             await asyncio.sleep(max(0.0, wake - loop.time()))
 
     async def _collect(self, s3: Any, status: JobStatus, settings: Settings, result_key: str, follower: LogFollower) -> Any:
@@ -348,6 +370,18 @@ async def _discard(encoded: codec.EncodedTask) -> None:
         encoded.discard()
     else:
         await asyncio.to_thread(encoded.discard)
+
+
+_buckets_seen: dict[tuple[aws.AWSTarget, str], float] = {}
+
+
+async def _check_bucket(s3: Any, target: aws.AWSTarget, bucket: str) -> None:
+    """HeadBucket before the first upload to a bucket (a clear error), then again every few minutes."""
+    key = (target, bucket)
+    if time.monotonic() - _buckets_seen.get(key, float("-inf")) < BUCKET_CHECK_TTL:
+        return
+    await storage.head_bucket(s3, bucket)
+    _buckets_seen[key] = time.monotonic()
 
 
 async def _abandon(service: JobService, job_id: str) -> str:

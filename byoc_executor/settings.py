@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
+import threading
 from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import urlparse
@@ -283,9 +284,21 @@ def defaults() -> dict[str, Any]:
     return Settings().to_dict()
 
 
-@functools.lru_cache(maxsize=None)
+_MODELS_LOCK = threading.Lock()
+
+
 def instance_types(service: str) -> frozenset[str]:
-    """The instance types the service's botocore model enumerates (reads botocore's data files)."""
+    """The instance types the service's botocore model enumerates (reads botocore's data files).
+
+    Read once per process: electrons that start together wait for the first read (~100 ms of CPU
+    for SageMaker's model) instead of each doing it.
+    """
+    with _MODELS_LOCK:
+        return _instance_types(service)
+
+
+@functools.lru_cache(maxsize=None)
+def _instance_types(service: str) -> frozenset[str]:
     import botocore.session
 
     model = botocore.session.get_session().get_service_model("braket" if service == "braket" else "sagemaker")

@@ -61,6 +61,7 @@ The envelope (payload and result alike)
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -150,10 +151,16 @@ class JobStopped(BaseException):
 
 def runtime_versions() -> dict[str, str]:
     """The versions that must agree between the client and the job for unpickling to be safe."""
+    return dict(_runtime_versions())
+
+
+@functools.lru_cache(maxsize=1)
+def _runtime_versions() -> tuple[tuple[str, str], ...]:
+    # Reading distribution metadata scans sys.path (milliseconds): once per process is enough.
     versions = {"python": f"{sys.version_info.major}.{sys.version_info.minor}"}
     for name in ("cloudpickle", "covalent"):
         versions[name] = _distribution_version(name)
-    return versions
+    return tuple(versions.items())
 
 
 def _distribution_version(name: str) -> str:

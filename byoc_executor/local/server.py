@@ -37,6 +37,7 @@ from __future__ import annotations
 import hmac
 import io
 import json
+import logging
 import re
 import secrets
 import shutil
@@ -63,6 +64,8 @@ from byoc_executor.local.staging import INTERNAL_HEADER, AwsClients
 from byoc_executor.local.training_jobs import SageMakerApi
 from byoc_executor.local.validation import ValidationError
 
+log = logging.getLogger(__name__)
+
 DEFAULT_REGION = "us-east-1"
 _SCOPE = re.compile(r"Credential=[^/,\s]+/\d{8}/([^/]+)/([^/]+)/aws4_request")
 _QUERY_SCOPE = re.compile(r"^[^/]+/\d{8}/([^/]+)/([^/]+)/aws4_request$")
@@ -83,17 +86,94 @@ class ApiCall:
 RequestHook = Callable[[ApiCall], "Response | None"]
 
 
-class _QuietHandler(MotoRequestHandler):
-    """moto's handler (keeps S3 metadata header spelling) without a log line per request.
+class _BodyReader:
+    """``wsgi.input`` for a request with a Content-Length: never reads past the body, and can skip
+    what the application left unread, so that the next request on the connection starts clean."""
 
-    HTTP/1.1, so clients keep their connections alive as they do with AWS, instead of paying
-    for a new TCP connection on every call.
+    def __init__(self, stream: Any, length: int):
+        self._stream, self.remaining = stream, length
+
+    def read(self, size: int = -1) -> bytes:
+        size = self.remaining if size is None or size < 0 else min(size, self.remaining)
+        data = self._stream.read(size) if size else b""
+        self.remaining -= len(data)
+        return data
+
+    def readline(self, size: int = -1) -> bytes:
+        size = self.remaining if size is None or size < 0 else min(size, self.remaining)
+        data = self._stream.readline(size) if size else b""
+        self.remaining -= len(data)
+        return data
+
+    def __iter__(self) -> Any:
+        return iter(self.readline, b"")
+
+    def skip_rest(self) -> None:
+        while self.remaining and self.read(1 << 20):
+            pass
+
+
+class _QuietHandler(MotoRequestHandler):
+    """moto's handler (keeps S3 metadata header spelling), with keep-alive connections and no log
+    line per request.
+
+    Werkzeug's development server closes every connection after one response. AWS keeps them
+    open, and so do its clients: a new TCP connection per call would make everything measured
+    against the emulator (client CPU, latency) look worse than it is against AWS. So requests
+    with a Content-Length body (every botocore request) are served here with HTTP/1.1
+    keep-alive; anything else (a chunked body) goes through werkzeug, which closes.
     """
 
     protocol_version = "HTTP/1.1"
+    timeout = 120  # seconds an idle kept-alive connection holds its thread
+    disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms delayed-ACK stall
 
     def log_request(self, *args: Any, **kwargs: Any) -> None:
         pass
+
+    def run_wsgi(self) -> None:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            super().run_wsgi()
+            self.close_connection = True
+            return
+        if self.headers.get("Expect", "").lower().strip() == "100-continue":
+            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        environ = self.make_environ()
+        body = _BodyReader(self.rfile, int(self.headers.get("Content-Length") or 0))
+        environ["wsgi.input"] = body
+        started: list[Any] = []
+
+        def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            started[:] = [status, headers]
+            return lambda data: chunks.append(data)
+
+        chunks: list[bytes] = []
+        try:
+            result = self.server.app(environ, start_response)
+            try:
+                chunks.extend(result)
+            finally:
+                if hasattr(result, "close"):
+                    result.close()
+        except Exception:
+            log.exception("the emulator failed on %s %s", self.command, self.path)
+            started[:] = ["500 INTERNAL SERVER ERROR", [("Content-Type", "text/plain")]]
+            chunks = [b"the emulator failed on this request; see its log"]
+        body.skip_rest()
+        status, headers = started
+        code, _, reason = status.partition(" ")
+        self.send_response(int(code), reason)
+        names = set()
+        for name, value in headers:
+            self.send_header(name, value)
+            names.add(name.lower())
+        payload = b"".join(chunks)
+        if "content-length" not in names:
+            self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if self.command != "HEAD" and payload:
+            self.wfile.write(payload)
+        self.wfile.flush()
 
 
 def credential_scope(request: Request) -> tuple[str | None, str]:
