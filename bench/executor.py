@@ -4,7 +4,9 @@ Prints, for N electrons of random lengths run concurrently through ``BYOCExecuto
 entry Covalent's dispatcher uses, with Covalent's real task wrapper):
 
 - client CPU seconds per electron (this process only: the emulator runs in its own process);
-- the longest stall of the event loop (a 5 ms ticker's worst overshoot);
+- the longest stall of the event loop (a 5 ms ticker's worst overshoot), and the longest callback
+  in wall time and in the loop thread's CPU time (asyncio's slow-callback reporting, with the CPU
+  share that tells our own work from waiting for a core or the GIL);
 - completion latency: from the moment the emulator recorded the job as ended (its ``endedAt`` /
   ``TrainingEndTime``) to the moment ``execute()`` returned, median and p95;
 - status calls (GetJob / DescribeTrainingJob) per job and per job-second.
@@ -119,15 +121,30 @@ async def main(args: argparse.Namespace) -> None:
         for name in (args.service, "s3", "logs"):
             (await aws.pool().client(name, target)).meta.events.register("before-call", count_request)
 
+        # asyncio's slow-callback reporting, in numbers: every callback's wall time, and the CPU
+        # time the loop's thread spent in it. A callback that took long in wall time but little CPU
+        # was waiting: for the GIL (worker threads) or for a core (the job processes share two).
+        callbacks: list[tuple[float, float, str]] = []
+        real_run = asyncio.events.Handle._run
+
+        def timed_run(handle) -> None:
+            w0, c0 = time.perf_counter(), time.thread_time()
+            real_run(handle)
+            wall, cpu = time.perf_counter() - w0, time.thread_time() - c0
+            if wall > 0.005:
+                callbacks.append((wall, cpu, repr(handle)[:160]))
+
+        asyncio.events.Handle._run = timed_run
         tick = asyncio.create_task(ticker())
         cpu0, wall0 = time.process_time(), time.perf_counter()
         await asyncio.gather(*(one(i, s) for i, s in enumerate(lengths)))
         cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
         stop.set()
         await tick
+        asyncio.events.Handle._run = real_run
 
         sync = boto3.client(args.service, endpoint_url=url, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="y")
-        latencies, per_second = [], []
+        latencies, per_second, job_seconds = [], [], []
         for name, back in returned.items():
             if args.service == "braket":
                 job = sync.get_job(jobArn=f"arn:aws:braket:us-east-1:123456789012:job/{name}")
@@ -136,6 +153,7 @@ async def main(args: argparse.Namespace) -> None:
                 job = sync.describe_training_job(TrainingJobName=name)
                 ended, started = job["TrainingEndTime"].timestamp(), job["CreationTime"].timestamp()
             latencies.append(back - ended)
+            job_seconds.append(ended - started)
             per_second.append(status_calls.get(name, 0) / max(ended - started, 1e-3))
         await aws.close_clients()
     finally:
@@ -146,10 +164,17 @@ async def main(args: argparse.Namespace) -> None:
     print(f"electrons: {args.electrons} on {args.service} ({args.concurrency} at a time), job lengths {args.min}-{args.max} s, poll_freq {args.poll_freq} s")
     print(f"wall time: {wall:.1f} s")
     print(f"client CPU per electron: {1000 * cpu / args.electrons:.1f} ms")
-    print(f"longest event-loop stall: {1000 * max(stalls):.1f} ms")
+    print(f"longest event-loop stall: {1000 * max(stalls):.1f} ms (a 5 ms ticker's worst overshoot)")
+    worst_wall = max(callbacks, default=(0.0, 0.0, ""))
+    worst_cpu = max(callbacks, key=lambda c: c[1], default=(0.0, 0.0, ""))
+    print(f"longest callback: {1000 * worst_wall[0]:.1f} ms wall ({1000 * worst_wall[1]:.1f} ms of it CPU in the loop's thread)")
+    print(f"longest callback by CPU in the loop's thread: {1000 * worst_cpu[1]:.1f} ms ({1000 * worst_cpu[0]:.1f} ms wall): {worst_cpu[2]}")
+    slow = [c for c in callbacks if c[0] > 0.02]
+    print(f"callbacks over 20 ms wall: {len(slow)}, of which over 20 ms CPU: {sum(1 for c in slow if c[1] > 0.02)}")
     print(f"completion latency: median {statistics.median(latencies):.2f} s, p95 {latencies[int(0.95 * (len(latencies) - 1))]:.2f} s")
     total = sum(requests.values())
     print(f"API requests per electron: {total / args.electrons:.1f} (" + ", ".join(f"{k} {v / args.electrons:.1f}" for k, v in sorted(requests.items(), key=lambda kv: -kv[1])) + ")")
+    print(f"API requests per job-second: {total / sum(job_seconds):.2f} (jobs lasted {statistics.mean(job_seconds):.1f} s on average, creation to end)")
     calls = [status_calls.get(n, 0) for n in returned]
     print(f"status calls per job: mean {statistics.mean(calls):.1f}; per job-second: mean {statistics.mean(per_second):.2f}")
 

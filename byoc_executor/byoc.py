@@ -219,7 +219,9 @@ class BYOCExecutor(AsyncBaseExecutor):
                 if status.state.terminal:
                     for line in await follower.poll(final=True):
                         log.info("job %s | %s", job_id, line)
-                    if cancelling_since is not None:
+                    # Covalent may have cancelled the job itself (``cancel()`` on another executor
+                    # instance) between two of this loop's questions about it.
+                    if cancelling_since is not None or (status.state is JobState.CANCELLED and await self._cancel_requested()):
                         raise TaskCancelledError(f"job {job_id} was cancelled ({status.raw_status})")
                     return status
                 next_status = now + interval * random.uniform(0.8, 1.0)

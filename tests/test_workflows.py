@@ -171,8 +171,9 @@ def test_cancel_mid_run(covalent_server, emulator, bucket, service: str) -> None
         time.sleep(0.25)
     covalent_server.cancel(dispatch_id)
     result = covalent_server.result(dispatch_id, timeout=120)
-    assert str(result.status) == "CANCELLED"
-    assert str(nodes(result)["slow"]["status"]) == "CANCELLED"
+    slow_node = nodes(result)["slow"]
+    assert str(result.status) == "CANCELLED", (slow_node.get("error"), slow_node.get("stderr"))
+    assert str(slow_node["status"]) == "CANCELLED"
     deadline = time.monotonic() + 30
     while job_status(emulator, service, name) not in (["CANCELLED"], ["Stopped"]):
         assert time.monotonic() < deadline, job_status(emulator, service, name)
