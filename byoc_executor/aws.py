@@ -15,6 +15,7 @@ from typing import Any
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
+from botocore.exceptions import DataNotFoundError
 
 from byoc_executor.errors import ConfigurationError, CredentialsError
 from byoc_executor.settings import Settings
@@ -140,6 +141,9 @@ def _load_models(session: AioSession, service: str) -> None:
     loader = session.get_component("data_loader")
     for kind in ("service-2", "endpoint-rule-set-1"):
         loader.load_service_model(service, kind)
+    for name in ("endpoints", "partitions", "sdk-default-configuration", "_retry"):
+        with contextlib.suppress(DataNotFoundError):
+            loader.load_data(name)
 
 
 _pools: dict[asyncio.AbstractEventLoop, ClientPool] = {}

@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 FIRST_POLL = 0.25  # seconds; polling backs off from here to poll_freq
 POLL_BACKOFF = 1.5
 RESULT_PROBE_MAX = 1.0  # the longest pause between two S3 checks for the results archive
-PROBE_AGE_SHARE = 0.02  # past RESULT_PROBE_MAX, the pause between S3 checks grows to this share of the job's running time
+PROBE_AGE_SHARE = 0.05  # past RESULT_PROBE_MAX, the pause between S3 checks grows to this share of the job's running time
 LOG_POLL = 2.0  # the shortest pause between two reads of the job's logs
 LOG_POLL_MAX = 30.0  # the longest, for a job that has been quiet for a while
 QUEUE_ALLOWANCE = 24 * 3600  # how long past max_runtime a job may sit queued before we give up
@@ -196,7 +196,9 @@ class BYOCExecutor(AsyncBaseExecutor):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + settings.max_runtime + QUEUE_ALLOWANCE
         interval, probe = FIRST_POLL, FIRST_POLL
-        next_status = next_logs = next_cancel_check = next_probe = loop.time()
+        # A job just submitted is queued: the first status call can wait FIRST_POLL.
+        next_status = loop.time() + FIRST_POLL
+        next_logs = next_cancel_check = next_probe = loop.time()
         log_interval = LOG_POLL
         running_since: float | None = None
         last: JobState | None = None
@@ -215,7 +217,11 @@ class BYOCExecutor(AsyncBaseExecutor):
                 reported = max(reported, len(status.progress))
                 if status.state is not last:
                     log.info("job %s: %s (%s)", job_id, status.raw_status, status.detail)
-                    last, interval = status.state, FIRST_POLL
+                    if status.state is not JobState.RUNNING:
+                        # A change may bring the next one soon; RUNNING does not (its end is
+                        # watched through S3 below), so status calls keep backing off then.
+                        interval = FIRST_POLL
+                    last = status.state
                 if status.state.terminal:
                     for line in await follower.poll(final=True):
                         log.info("job %s | %s", job_id, line)

@@ -12,6 +12,7 @@ Each subcommand is a ``_add_<name>(subparsers)`` that registers its parser and s
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 import threading
@@ -74,7 +75,8 @@ def _run_local(args: argparse.Namespace) -> int:
         emulator.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    print("byoc-executor local emulator stopped", flush=True)
+    with contextlib.suppress(BrokenPipeError):  # whoever started us may have stopped reading
+        print("byoc-executor local emulator stopped", flush=True)
     return 0
 
 

@@ -9,6 +9,7 @@ image (``buildah run``) by mapping ``LaunchSpec.tree`` into the container.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -95,6 +96,9 @@ class ProcessJob:
             pass  # the group is already gone (or a zombie leader with no members left)
 
 
+JOB_NICENESS = 10
+
+
 class ProcessLauncher:
     """Runs each job as ``LaunchSpec.command`` in a new session (own process group), cwd = tree."""
 
@@ -113,4 +117,9 @@ class ProcessLauncher:
             stderr=subprocess.PIPE,
             start_new_session=True,
         )
+        with contextlib.suppress(OSError):
+            # Below the Covalent server and the emulator, which share this machine's cores with
+            # every job: a burst of job processes starting (each imports its task's packages)
+            # must not starve the processes that submit and follow them.
+            os.setpriority(os.PRIO_PROCESS, popen.pid, JOB_NICENESS)
         return ProcessJob(popen)
