@@ -351,3 +351,30 @@ def test_cli_local_serves_and_stops_on_sigint(tmp_path):
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_connections_are_kept_alive_and_left_clean(emulator):
+    """Several requests on one connection, like botocore's pool does with AWS: a body the server
+    does not read (PUT to a missing bucket), a HEAD, an error, then a normal call, all answered."""
+    import http.client
+    from urllib.parse import urlparse
+
+    url = urlparse(emulator.url)
+    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+    auth = {"Authorization": "AWS4-HMAC-SHA256 Credential=x/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0"}
+    try:
+        connection.request("PUT", "/no-such-bucket-here/key", body=b"x" * 100_000, headers=auth)
+        first = connection.getresponse()
+        assert first.status == 404 and b"NoSuchBucket" in first.read()
+        opened = connection.sock
+        assert opened is not None  # http.client drops a socket the server said it would close
+        connection.request("HEAD", "/no-such-bucket-here/key", headers=auth)
+        second = connection.getresponse()
+        assert second.status == 404 and second.read() == b""
+        connection.request("GET", "/", headers=auth)
+        third = connection.getresponse()
+        assert third.status == 200 and b"ListAllMyBucketsResult" in third.read()
+        assert third.getheader("Connection", "").lower() != "close"
+        assert connection.sock is opened  # one TCP connection served all three
+    finally:
+        connection.close()
