@@ -11,6 +11,8 @@ entry Covalent's dispatcher uses, with Covalent's real task wrapper):
   ``TrainingEndTime``) to the moment ``execute()`` returned, median and p95;
 - status calls (GetJob / DescribeTrainingJob) per job and per job-second.
 
+The electrons belong to one dispatch, as a workflow's do (``--dispatch-per-electron``: each its own).
+
 Usage: python bench/executor.py [--electrons 64] [--concurrency 64] [--service sagemaker] [--min 0.5] [--max 4] [--poll-freq 10]
 No timed assertions anywhere: this prints figures for the README's performance table.
 """
@@ -85,6 +87,7 @@ async def main(args: argparse.Namespace) -> None:
         returned: dict[str, float] = {}
 
         gate = asyncio.Semaphore(args.concurrency)
+        dispatch = str(uuid.uuid4())  # the electrons of one workflow share its dispatch id
 
         async def one(i: int, seconds: float) -> None:
             async with gate:
@@ -93,7 +96,7 @@ async def main(args: argparse.Namespace) -> None:
         async def electron(i: int, seconds: float) -> None:
             ex = BYOCExecutor(**ex_settings)
             listener = Listener(ex)
-            dispatch_id = str(uuid.uuid4())
+            dispatch_id = dispatch if args.dispatch_per_electron is False else str(uuid.uuid4())
             fn = partial(wrapper_fn, TransportableObject(sleep_for), [], [])
             _, _, stderr, status = await ex.execute(fn, [TransportableObject(seconds)], {}, dispatch_id, "/tmp", i)
             returned[listener.job_handles[0]["job_id"].rsplit("/", 1)[-1]] = time.time()
@@ -193,6 +196,10 @@ if __name__ == "__main__":
         "--concurrency", type=int, default=64,
         help="electrons in flight at once. Each local job is a Python process importing covalent: on a "
         "2-core machine many at once starve this process of CPU, which then shows as loop stalls",
+    )
+    parser.add_argument(
+        "--dispatch-per-electron", action="store_true",
+        help="give every electron a dispatch of its own (no two jobs share a results listing)",
     )
     args = parser.parse_args()
     os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")

@@ -10,12 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import os
+import platform
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
+from aiobotocore import __version__ as aiobotocore_version
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
 from botocore.exceptions import DataNotFoundError
+from botocore.utils import parse_timestamp
+
+from byoc_executor import __version__
 
 from byoc_executor.errors import ConfigurationError, CredentialsError
 from byoc_executor.settings import Settings
@@ -44,6 +52,33 @@ class AWSTarget:
         return cls(settings.region, settings.profile, settings.credentials_file, settings.endpoint_url, settings.is_local_endpoint)
 
 
+USER_AGENT = (
+    f"byoc-executor/{__version__} aiobotocore/{aiobotocore_version} "
+    f"Python/{platform.python_version()} {platform.system()}/{platform.release()}"
+)
+"""The User-Agent of every request (botocore appends its own name and version).
+
+It names this package, so that CloudTrail tells its calls apart. It is also fixed: without it,
+botocore rebuilds its User-Agent (OS, feature ids, config metadata) twice for every request, which
+was about 15% of the client's CPU per request here (bench/executor.py).
+"""
+
+
+def parse_aws_timestamp(value: Any) -> datetime:
+    """A timestamp in an AWS answer, as an aware datetime: ISO 8601 and epoch seconds directly.
+
+    botocore's default parser tries dateutil for every value (a DescribeTrainingJob answer has a
+    dozen); this one takes the two forms the job APIs use and hands anything else to botocore's.
+    """
+    try:
+        if isinstance(value, (int, float)):
+            return datetime.fromtimestamp(value, timezone.utc)
+        parsed = datetime.fromisoformat(value)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return parse_timestamp(value)
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
+
+
 def _client_config(service: str, target: AWSTarget) -> AioConfig:
     s3: dict[str, Any] = {"addressing_style": "path"} if target.endpoint_url else {}
     if target.local:
@@ -54,6 +89,7 @@ def _client_config(service: str, target: AWSTarget) -> AioConfig:
     # must not hold up status polling for a minute of backoff. What is missed is read next poll.
     attempts = LOGS_RETRY_ATTEMPTS if service == "logs" else RETRY_ATTEMPTS
     return AioConfig(
+        user_agent=USER_AGENT,
         retries={"mode": "standard", "total_max_attempts": attempts},
         connect_timeout=10,
         read_timeout=60,
@@ -75,6 +111,7 @@ class ClientPool:
         if target in self._sessions:
             return self._sessions[target]
         session = AioSession(profile=target.profile or None)
+        session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=parse_aws_timestamp)
         if target.credentials_file:
             session.set_config_variable("credentials_file", target.credentials_file)
         resolver = session.get_component("credential_provider")
@@ -114,6 +151,7 @@ class ClientPool:
                 # Loading the service's models is tens of milliseconds of CPU: do it in a worker
                 # thread (botocore's loader caches them), not on the event loop.
                 await asyncio.to_thread(_load_models, session, service)
+                _freeze_heap()
                 creator = session.create_client(
                     service,
                     region_name=region,
@@ -144,6 +182,28 @@ def _load_models(session: AioSession, service: str) -> None:
     for name in ("endpoints", "partitions", "sdk-default-configuration", "_retry"):
         with contextlib.suppress(DataNotFoundError):
             loader.load_data(name)
+
+
+GC_FREEZE_VARIABLE = "BYOC_GC_FREEZE"
+_heap_frozen = False
+
+
+def _freeze_heap() -> None:
+    """Take what the process holds now out of the garbage collector's full passes (once).
+
+    The process running the executor is the Covalent server: its imports (Covalent, FastAPI,
+    SQLAlchemy, dask) and the service models botocore has just loaded are ~150,000 long-lived
+    objects that every full collection walks, pausing the event loop - and so every task - for
+    ~100-250 ms each time (bench/executor.py). ``gc.freeze()`` moves them to a permanent
+    generation, as the Python docs suggest for long-lived servers: later full collections walk
+    only what was allocated since. The price: garbage cycles among those objects are never
+    reclaimed (reference counting still frees the rest). ``BYOC_GC_FREEZE=0`` turns this off.
+    """
+    global _heap_frozen
+    if _heap_frozen or os.environ.get(GC_FREEZE_VARIABLE, "1") == "0":
+        return
+    _heap_frozen = True
+    gc.freeze()
 
 
 _pools: dict[asyncio.AbstractEventLoop, ClientPool] = {}

@@ -28,7 +28,7 @@ from covalent._shared_files.config import get_config
 from covalent._shared_files.exceptions import TaskCancelledError, TaskRuntimeError
 from covalent.executor.base import AsyncBaseExecutor
 
-from byoc_executor import aws, codec, storage
+from byoc_executor import aws, codec, results_watch, storage
 from byoc_executor.container import byoc_entry as contract
 from byoc_executor.errors import BYOCError, ResourceNotFoundError, ResultError
 from byoc_executor.joblogs import LogFollower
@@ -44,8 +44,7 @@ log = logging.getLogger(__name__)
 
 FIRST_POLL = 0.25  # seconds; polling backs off from here to poll_freq
 POLL_BACKOFF = 1.5
-RESULT_PROBE_MAX = 1.0  # the longest pause between two S3 checks for the results archive
-PROBE_AGE_SHARE = 0.05  # past RESULT_PROBE_MAX, the pause between S3 checks grows to this share of the job's running time
+WATCHED_POLL_BACKOFF = 2.0  # status calls back off faster while S3 is watched for the results archive
 LOG_POLL = 2.0  # the shortest pause between two reads of the job's logs
 LOG_POLL_MAX = 30.0  # the longest, for a job that has been quiet for a while
 QUEUE_ALLOWANCE = 24 * 3600  # how long past max_runtime a job may sit queued before we give up
@@ -150,7 +149,9 @@ class BYOCExecutor(AsyncBaseExecutor):
             await self.set_job_handle({"service": settings.service, "job_id": job_id, "region": region})
             log.info("%s:%s submitted as %s job %s", dispatch_id, node_id, settings.service, job_id)
             follower = LogFollower(await clients.client("logs", target), service.log_group, f"{staged.job_name}/")
-            status = await self._follow(service, job_id, settings, follower, s3)
+            # The dispatch's prefix: its running jobs' archives are watched with one listing.
+            group_prefix = staged.base.key.rsplit("/", 1)[0] + "/" if "/" in staged.base.key else ""
+            status = await self._follow(service, job_id, settings, follower, s3, group_prefix)
             ended = True
             value = await self._collect(s3, status, settings, encoded.result_key, follower)
             if not settings.keep_artifacts:
@@ -176,99 +177,117 @@ class BYOCExecutor(AsyncBaseExecutor):
         if settings.service == "braket":
             await storage.put_bytes(s3, staged.source, _source_archive(), settings.tags, settings.kms_key_id)
 
-    async def _follow(self, service: JobService, job_id: str, settings: Settings, follower: LogFollower, s3: Any) -> JobStatus:
+    async def _follow(
+        self, service: JobService, job_id: str, settings: Settings, follower: LogFollower, s3: Any, group_prefix: str = ""
+    ) -> JobStatus:
         """Follow the job to its end; cancel it if Covalent asks. Every wait is bounded.
 
         Status calls back off from FIRST_POLL to ``poll_freq`` (with jitter), so a long job costs
         few of them: the job APIs have low request-rate limits per account. What makes the end
-        seen promptly is a cheaper signal: while the job runs, the executor asks S3 (whose rate
-        limits are orders of magnitude higher) whether the results archive exists, backing off
-        to RESULT_PROBE_MAX, then to PROBE_AGE_SHARE of the job's running time (never past
-        ``poll_freq``). The archive is uploaded before the service reports the job ended, so once
-        it appears the status is polled fast again until the job is terminal.
+        seen promptly is a cheaper signal: while the job runs, the executor watches S3 (whose rate
+        limits are orders of magnitude higher) for the results archive, through one listing of
+        the dispatch's prefix shared by all its running jobs (``results_watch``). The archive is
+        uploaded before the service reports the job ended, so once it appears the status is
+        polled fast again until the job is terminal.
 
         While the job runs, its new log lines go to this process's log (the Covalent server's:
-        Covalent 0.240 publishes a node's stdout/stderr only when the node ends), every LOG_POLL
-        seconds while it prints, less often (up to LOG_POLL_MAX) while it is quiet, and once more
-        after the end; its progress events go to the node's stderr as ``[byoc]`` lines. Whether
-        Covalent cancelled the node is asked every CANCEL_CHECK seconds.
+        Covalent 0.240 publishes a node's stdout/stderr only when the node ends), LOG_POLL seconds
+        after it starts running, then every LOG_POLL seconds while it prints and less often (up to
+        LOG_POLL_MAX) while it is quiet, and once more after the end; its progress events go to the
+        node's stderr as ``[byoc]`` lines. Whether Covalent cancelled the node is asked every
+        CANCEL_CHECK seconds.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + settings.max_runtime + QUEUE_ALLOWANCE
-        interval, probe = FIRST_POLL, FIRST_POLL
+        interval = FIRST_POLL
         # A job just submitted is queued: the first status call can wait FIRST_POLL.
         next_status = loop.time() + FIRST_POLL
-        next_logs = next_cancel_check = next_probe = loop.time()
+        next_cancel_check = loop.time()
+        next_logs: float | None = None  # set when the job is first seen running
         log_interval = LOG_POLL
-        running_since: float | None = None
         last: JobState | None = None
         cancelling_since: float | None = None
         result_seen = False
         reported = 0
         results: storage.S3Location | None = None
-        while True:
-            now = loop.time()
-            if now >= next_status:
-                status = await service.describe(job_id)
-                results = storage.S3Location.parse(status.results_uri)
-                for event in status.progress[reported:]:
-                    self._stderr(f"[byoc] {settings.service} job {status.job_id}: {event}\n")
-                    log.info("job %s: %s", job_id, event)
-                reported = max(reported, len(status.progress))
-                if status.state is not last:
-                    log.info("job %s: %s (%s)", job_id, status.raw_status, status.detail)
-                    if status.state is not JobState.RUNNING:
-                        # A change may bring the next one soon; RUNNING does not (its end is
-                        # watched through S3 below), so status calls keep backing off then.
-                        interval = FIRST_POLL
-                    last = status.state
-                if status.state.terminal:
-                    for line in await follower.poll(final=True):
+        watcher: results_watch.ArchiveWatcher | None = None
+        try:
+            while True:
+                now = loop.time()
+                if now >= next_status:
+                    status = await service.describe(job_id)
+                    results = storage.S3Location.parse(status.results_uri)
+                    for event in status.progress[reported:]:
+                        self._stderr(f"[byoc] {settings.service} job {status.job_id}: {event}\n")
+                        log.info("job %s: %s", job_id, event)
+                    reported = max(reported, len(status.progress))
+                    if status.state is not last:
+                        log.info("job %s: %s (%s)", job_id, status.raw_status, status.detail)
+                        if last is not None and status.state is not JobState.RUNNING:
+                            # A change may bring the next one soon (CANCELLING: the end); the first
+                            # answer and RUNNING do not (the end is watched through S3 below), so
+                            # status calls keep backing off then.
+                            interval = FIRST_POLL
+                        last = status.state
+                    if status.state.terminal:
+                        for line in await follower.poll(final=True):
+                            log.info("job %s | %s", job_id, line)
+                        # Covalent may have cancelled the job itself (``cancel()`` on another executor
+                        # instance) between two of this loop's questions about it.
+                        if cancelling_since is not None or (status.state is JobState.CANCELLED and await self._cancel_requested()):
+                            raise TaskCancelledError(f"job {job_id} was cancelled ({status.raw_status})")
+                        return status
+                    next_status = now + interval * random.uniform(0.8, 1.0)
+                    # While S3 is watched for the end, status calls only catch a job that fails
+                    # without leaving an archive (a crash, a lost instance): they back off faster.
+                    watched = status.state is JobState.RUNNING and not result_seen
+                    interval = min(interval * (WATCHED_POLL_BACKOFF if watched else POLL_BACKOFF), settings.poll_freq)
+                running = last in (JobState.RUNNING, JobState.CANCELLING, JobState.UNKNOWN)
+                if running and next_logs is None:
+                    next_logs = now + LOG_POLL  # a job that has just started has little to read yet
+                if running and now >= next_logs:  # type: ignore[operator]
+                    lines = await follower.poll()
+                    for line in lines:
                         log.info("job %s | %s", job_id, line)
-                    # Covalent may have cancelled the job itself (``cancel()`` on another executor
-                    # instance) between two of this loop's questions about it.
-                    if cancelling_since is not None or (status.state is JobState.CANCELLED and await self._cancel_requested()):
-                        raise TaskCancelledError(f"job {job_id} was cancelled ({status.raw_status})")
-                    return status
-                next_status = now + interval * random.uniform(0.8, 1.0)
-                interval = min(interval * POLL_BACKOFF, settings.poll_freq)
-            running = last in (JobState.RUNNING, JobState.CANCELLING, JobState.UNKNOWN)
-            if running and now >= next_logs:
-                lines = await follower.poll()
-                for line in lines:
-                    log.info("job %s | %s", job_id, line)
-                # A quiet job is read less and less often; one that prints, every LOG_POLL.
-                log_interval = LOG_POLL if lines else min(log_interval * POLL_BACKOFF, LOG_POLL_MAX)
-                next_logs = now + log_interval
-            probing = last is JobState.RUNNING and not result_seen and results is not None
-            if probing and running_since is None:
-                running_since = now
-            if probing and now >= next_probe:
-                if await storage.exists(s3, results):  # type: ignore[arg-type]
-                    result_seen, interval, next_status = True, FIRST_POLL, now  # the end is near
+                    # A quiet job is read less and less often; one that prints, every LOG_POLL.
+                    log_interval = LOG_POLL if lines else min(log_interval * POLL_BACKOFF, LOG_POLL_MAX)
+                    next_logs = now + log_interval
+                probing = last is JobState.RUNNING and not result_seen and results is not None
+                if probing and watcher is None:
+                    watcher = results_watch.watch(s3, results, group_prefix, settings.poll_freq)  # type: ignore[arg-type]
+                elif not probing and watcher is not None:
+                    watcher.close()
+                    watcher = None
+                if watcher is not None and watcher.seen.is_set():
+                    watcher.close()
+                    watcher, result_seen, interval, next_status = None, True, FIRST_POLL, now  # the end is near
                     continue
-                # The pause grows to RESULT_PROBE_MAX, then with the job's age (a job that has run
-                # for an hour can be noticed a few seconds late), never past poll_freq.
-                cap = min(max(RESULT_PROBE_MAX, PROBE_AGE_SHARE * (now - running_since)), max(settings.poll_freq, RESULT_PROBE_MAX))  # type: ignore[operator]
-                probe = min(probe * POLL_BACKOFF, cap)
-                next_probe = now + probe * random.uniform(0.8, 1.0)
-            if cancelling_since is None and now >= next_cancel_check:
-                next_cancel_check = now + CANCEL_CHECK
-                if await self._cancel_requested():
-                    log.info("cancel requested: cancelling job %s", job_id)
+                if cancelling_since is None and now >= next_cancel_check:
+                    next_cancel_check = now + CANCEL_CHECK
+                    if await self._cancel_requested():
+                        log.info("cancel requested: cancelling job %s", job_id)
+                        await service.cancel(job_id)
+                        cancelling_since, next_status = now, now
+                if cancelling_since is not None and now - cancelling_since > CANCEL_WAIT:
+                    raise TaskCancelledError(f"job {job_id} was asked to cancel {CANCEL_WAIT}s ago and is still {last}")
+                if now > deadline:
                     await service.cancel(job_id)
-                    cancelling_since, next_status = now, now
-            if cancelling_since is not None and now - cancelling_since > CANCEL_WAIT:
-                raise TaskCancelledError(f"job {job_id} was asked to cancel {CANCEL_WAIT}s ago and is still {last}")
-            if now > deadline:
-                await service.cancel(job_id)
-                raise ResultError(
-                    f"job {job_id} is still {last} after max_runtime + {QUEUE_ALLOWANCE}s; it was cancelled", job_id=job_id
-                )
-            wake = min(next_status, next_probe) if probing else next_status
-            if cancelling_since is None:
-                wake = min(wake, next_cancel_check)
-            await asyncio.sleep(max(0.0, wake - loop.time()))
+                    raise ResultError(
+                        f"job {job_id} is still {last} after max_runtime + {QUEUE_ALLOWANCE}s; it was cancelled", job_id=job_id
+                    )
+                wake = next_status
+                if running and next_logs is not None:
+                    wake = min(wake, next_logs)
+                if cancelling_since is None:
+                    wake = min(wake, next_cancel_check)
+                delay = max(0.0, wake - loop.time())
+                if watcher is not None:
+                    await watcher.wait(delay)  # wakes early when the archive appears
+                else:
+                    await asyncio.sleep(delay)
+        finally:
+            if watcher is not None:
+                watcher.close()
 
     async def _collect(self, s3: Any, status: JobStatus, settings: Settings, result_key: str, follower: LogFollower) -> Any:
         """Turn a terminal job into the electron's value, or a TaskRuntimeError that says why."""

@@ -1,0 +1,166 @@
+"""Watching S3 for jobs' results archives: one listing per dispatch, however many jobs it runs.
+
+A running job's end shows first in S3: the service uploads the job's results archive before it
+reports the job ended, and S3's request-rate limits are far above the job APIs'. Asking about each
+archive on its own (HeadObject) costs one request per job per check. The archives of one
+dispatch's jobs all live under that dispatch's prefix (``<s3_prefix>/<dispatch>/node-<n>/...``),
+so one ListObjectsV2 of the prefix answers for all of them at once.
+
+A :class:`PrefixWatch` keeps the jobs (:class:`ArchiveWatcher`) waiting under one prefix. It lists
+the prefix when the earliest of them is due; every watcher learns from every listing, and each
+one's next check comes its own pause after the latest listing. A watcher's pause starts at
+``FIRST_CHECK``, grows by ``BACKOFF`` to ``MAX_PAUSE``, then to ``AGE_SHARE`` of the time it has
+been watching (a job that has run for an hour may be noticed a few seconds late), never past the
+executor's ``poll_freq``. With one job the requests are those of one HeadObject per check; with
+many, the group is checked as often as its most impatient member, at the cost of one job.
+
+A failed listing finds nothing and costs the watchers nothing but time: their jobs' status calls
+still see the end (see ``BYOCExecutor._follow``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from byoc_executor.storage import S3Location
+
+log = logging.getLogger(__name__)
+
+FIRST_CHECK = 0.25  # seconds from the start of watching to the first check
+BACKOFF = 1.5
+MAX_PAUSE = 1.0  # the longest pause between two checks of a young job
+AGE_SHARE = 0.05  # past MAX_PAUSE, the pause grows to this share of the job's time watched
+
+
+class ArchiveWatcher:
+    """One job's wait for its results archive. ``seen`` is set once the archive exists."""
+
+    def __init__(self, group: PrefixWatch, key: str, poll_freq: float, now: float):
+        self.key = key
+        self.seen = asyncio.Event()
+        self._group = group
+        self._since = now
+        self._pause = FIRST_CHECK
+        self._cap = max(poll_freq, MAX_PAUSE)
+        self.due = now + FIRST_CHECK
+
+    def checked(self, now: float) -> None:
+        """A listing without the archive ended at ``now``: schedule this watcher's next check."""
+        limit = min(max(MAX_PAUSE, AGE_SHARE * (now - self._since)), self._cap)
+        self._pause = min(self._pause * BACKOFF, limit)
+        self.due = now + self._pause * random.uniform(0.8, 1.0)
+
+    async def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the archive. Returns whether it has been seen."""
+        if not self.seen.is_set() and timeout > 0:
+            try:
+                await asyncio.wait_for(self.seen.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+        return self.seen.is_set()
+
+    def close(self) -> None:
+        """Stop watching (the job ended, or its follower gave up). Idempotent."""
+        self._group.discard(self)
+
+
+class PrefixWatch:
+    """The watchers under one S3 prefix, served by one listing loop while any of them waits."""
+
+    def __init__(self, s3: Any, bucket: str, prefix: str):
+        self._s3 = s3
+        self.bucket = bucket
+        self.prefix = prefix
+        self._watchers: set[ArchiveWatcher] = set()
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._warned = False
+        self.listings = 0  # how many listings were made (for diagnostics and tests)
+
+    def add(self, key: str, poll_freq: float) -> ArchiveWatcher:
+        loop = asyncio.get_running_loop()
+        watcher = ArchiveWatcher(self, key, poll_freq, loop.time())
+        self._watchers.add(watcher)
+        self._changed.set()
+        if self._task is None or self._task.done():
+            self._task = loop.create_task(self._run(), name=f"byoc-watch-s3://{self.bucket}/{self.prefix}")
+        return watcher
+
+    def discard(self, watcher: ArchiveWatcher) -> None:
+        self._watchers.discard(watcher)
+        if not self._watchers:
+            self._forget()
+            self._changed.set()  # let the loop see that nobody waits any more
+
+    def _forget(self) -> None:
+        """Leave the registry (if still in it), so that the next watcher starts a new group."""
+        key = (self._s3, self.bucket, self.prefix)
+        if _groups.get(key) is self:
+            del _groups[key]
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._watchers:
+            due = min(w.due for w in self._watchers)
+            delay = due - loop.time()
+            if delay > 0:
+                # A new watcher may be due sooner than the current earliest: wake for it too.
+                self._changed.clear()
+                try:
+                    await asyncio.wait_for(self._changed.wait(), delay)
+                except asyncio.TimeoutError:
+                    pass
+                continue
+            keys = await self._list()
+            now = loop.time()
+            for watcher in list(self._watchers):
+                if keys is not None and watcher.key in keys:
+                    watcher.seen.set()
+                    self._watchers.discard(watcher)
+                else:
+                    watcher.checked(now)
+        self._forget()
+
+    async def _list(self) -> set[str] | None:
+        """Every key under the prefix, or None when S3 could not be asked this time."""
+        self.listings += 1
+        keys: set[str] = set()
+        paginator = self._s3.get_paginator("list_objects_v2")
+        try:
+            async for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
+                keys.update(o["Key"] for o in page.get("Contents", ()))
+        except (ClientError, BotoCoreError) as e:
+            # The jobs' status calls still see their end; this only makes it slower to notice.
+            code = e.response.get("Error", {}).get("Code", "") if isinstance(e, ClientError) else type(e).__name__
+            (log.debug if self._warned else log.warning)(
+                "could not list s3://%s/%s to watch for results (%s); job ends are seen through status calls",
+                self.bucket, self.prefix, code,
+            )
+            self._warned = True
+            return None
+        return keys
+
+
+_groups: dict[tuple[Any, str, str], PrefixWatch] = {}
+
+
+def watch(s3: Any, archive: S3Location, group_prefix: str, poll_freq: float) -> ArchiveWatcher:
+    """Start watching for ``archive``, sharing listings with every other job under ``group_prefix``.
+
+    Args:
+        s3: the shared S3 client (listings are shared per client, so per event loop and target).
+        archive: where the job's results archive will appear.
+        group_prefix: a prefix of ``archive.key`` shared with other jobs (the dispatch's); when
+            it is not one, the archive's own folder is watched instead.
+        poll_freq: the executor's ``poll_freq``: no watcher waits longer than this between checks.
+    """
+    prefix = group_prefix if group_prefix and archive.key.startswith(group_prefix) else archive.key.rsplit("/", 1)[0] + "/"
+    group = _groups.get((s3, archive.bucket, prefix))
+    if group is None:
+        group = _groups[(s3, archive.bucket, prefix)] = PrefixWatch(s3, archive.bucket, prefix)
+    return group.add(archive.key, poll_freq)

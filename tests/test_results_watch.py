@@ -1,0 +1,132 @@
+"""The results watch: one ListObjectsV2 of a dispatch's prefix answers for all its running jobs.
+
+Against the emulator's S3 (moto over loopback HTTP), with the shared aiobotocore client; the pause
+schedule is checked as pure logic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import boto3
+import pytest
+
+from byoc_executor import aws, results_watch
+from byoc_executor.local import Emulator
+from byoc_executor.storage import S3Location
+from tests.conftest import BUCKET
+from tests.emulator_helpers import unique
+
+
+def sync_s3(emulator: Emulator):
+    return boto3.client("s3", endpoint_url=emulator.url, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="y")
+
+
+def count_listings(s3) -> list[str]:
+    """Record the prefix of every ListObjectsV2 the shared client sends."""
+    seen: list[str] = []
+
+    def record(params, **kwargs) -> None:
+        seen.append(params.get("Prefix", ""))
+
+    s3.meta.events.register("provide-client-params.s3.ListObjectsV2", record)
+    return seen
+
+
+async def test_one_listing_serves_every_job_of_a_dispatch(emulator: Emulator) -> None:
+    dispatch = f"watch/{unique('w')}/"
+    archives = [S3Location(BUCKET, f"{dispatch}node-{n}/output/job-{n}/output/model.tar.gz") for n in range(6)]
+    target = aws.AWSTarget("us-east-1", "", "", emulator.url, True)
+    try:
+        s3 = await aws.pool().client("s3", target)
+        listings = count_listings(s3)
+        watchers = [results_watch.watch(s3, a, dispatch, poll_freq=10.0) for a in archives]
+        await asyncio.sleep(1.0)
+        assert not any(w.seen.is_set() for w in watchers)
+        # Six jobs watched for a second: each alone would have checked ~3 times (0.25, 0.6, 1.0 s).
+        assert 1 <= len(listings) <= 4, listings
+        assert set(listings) == {dispatch}
+        for a in archives[:3]:
+            await asyncio.to_thread(sync_s3(emulator).put_object, Bucket=a.bucket, Key=a.key, Body=b"archive")
+        assert all([await asyncio.wait_for(w.wait(5.0), 6.0) for w in watchers[:3]])
+        assert not any(w.seen.is_set() for w in watchers[3:])
+        for w in watchers:
+            w.close()
+        await asyncio.sleep(0)
+        assert (s3, BUCKET, dispatch) not in results_watch._groups
+    finally:
+        await aws.close_clients()
+
+
+async def test_the_watch_stops_when_nobody_waits(emulator: Emulator) -> None:
+    dispatch = f"watch/{unique('w')}/"
+    target = aws.AWSTarget("us-east-1", "", "", emulator.url, True)
+    try:
+        s3 = await aws.pool().client("s3", target)
+        listings = count_listings(s3)
+        watcher = results_watch.watch(s3, S3Location(BUCKET, f"{dispatch}node-0/out.tar.gz"), dispatch, poll_freq=10.0)
+        group = results_watch._groups[(s3, BUCKET, dispatch)]
+        await asyncio.sleep(0.6)
+        watcher.close()
+        watcher.close()  # idempotent
+        await asyncio.sleep(0.1)
+        assert group._task is not None and group._task.done()
+        made = len(listings)
+        await asyncio.sleep(1.0)
+        assert len(listings) == made  # no listing after the last watcher left
+        # A new watcher under the same prefix starts a new group, which works.
+        again = results_watch.watch(s3, S3Location(BUCKET, f"{dispatch}node-1/out.tar.gz"), dispatch, poll_freq=10.0)
+        await asyncio.to_thread(sync_s3(emulator).put_object, Bucket=BUCKET, Key=f"{dispatch}node-1/out.tar.gz", Body=b"x")
+        assert await again.wait(5.0)
+    finally:
+        await aws.close_clients()
+
+
+async def test_an_archive_outside_the_group_prefix_is_watched_in_its_own_folder(emulator: Emulator) -> None:
+    folder = f"elsewhere/{unique('w')}/"
+    target = aws.AWSTarget("us-east-1", "", "", emulator.url, True)
+    try:
+        s3 = await aws.pool().client("s3", target)
+        listings = count_listings(s3)
+        watcher = results_watch.watch(s3, S3Location(BUCKET, f"{folder}model.tar.gz"), "some/dispatch/", poll_freq=10.0)
+        await asyncio.to_thread(sync_s3(emulator).put_object, Bucket=BUCKET, Key=f"{folder}model.tar.gz", Body=b"x")
+        assert await watcher.wait(5.0)
+        assert set(listings) == {folder}
+    finally:
+        await aws.close_clients()
+
+
+async def test_a_listing_that_fails_finds_nothing_and_says_so(emulator: Emulator, caplog: pytest.LogCaptureFixture) -> None:
+    target = aws.AWSTarget("us-east-1", "", "", emulator.url, True)
+    try:
+        s3 = await aws.pool().client("s3", target)
+        caplog.set_level(logging.WARNING, logger="byoc_executor.results_watch")
+        missing = f"no-such-bucket-{unique('w')}".lower()
+        watcher = results_watch.watch(s3, S3Location(missing, "d/node-0/model.tar.gz"), "d/", poll_freq=10.0)
+        assert not await watcher.wait(1.0)
+        watcher.close()
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1 and "NoSuchBucket" in warnings[0], warnings  # warned once, then quiet
+    finally:
+        await aws.close_clients()
+
+
+def test_pauses_grow_to_a_second_then_with_age_never_past_poll_freq(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(results_watch.random, "uniform", lambda a, b: 1.0)
+    group = results_watch.PrefixWatch(object(), "b", "p/")
+    watcher = results_watch.ArchiveWatcher(group, "p/k", poll_freq=10.0, now=0.0)
+    assert watcher.due == results_watch.FIRST_CHECK
+    pauses = []
+    now = 0.0
+    for _ in range(8):
+        watcher.checked(now)
+        pauses.append(round(watcher.due - now, 4))
+        now = watcher.due
+    assert pauses[:3] == [0.375, 0.5625, 0.8438]
+    assert pauses[3:8] == [1.0] * 5  # young: at most MAX_PAUSE
+    watcher.checked(100.0)  # watched for 100 s: 5% of it
+    assert watcher.due - 100.0 == pytest.approx(1.5)
+    for _ in range(20):
+        watcher.checked(1000.0)
+    assert watcher.due - 1000.0 == pytest.approx(10.0)  # capped by poll_freq
