@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 FIRST_POLL = 0.25  # seconds; polling backs off from here to poll_freq
 POLL_BACKOFF = 1.5
 WATCHED_POLL_BACKOFF = 2.0  # status calls back off faster while S3 is watched for the results archive
+WATCHED_FIRST_POLL = 1.0  # and wait at least this long after the job is first seen running
 LOG_POLL = 2.0  # the shortest pause between two reads of the job's logs
 LOG_POLL_MAX = 30.0  # the longest, for a job that has been quiet for a while
 QUEUE_ALLOWANCE = 24 * 3600  # how long past max_runtime a job may sit queued before we give up
@@ -241,7 +242,11 @@ class BYOCExecutor(AsyncBaseExecutor):
                     # While S3 is watched for the end, status calls only catch a job that fails
                     # without leaving an archive (a crash, a lost instance): they back off faster.
                     watched = status.state is JobState.RUNNING and not result_seen
-                    interval = min(interval * (WATCHED_POLL_BACKOFF if watched else POLL_BACKOFF), settings.poll_freq)
+                    if watched:
+                        interval = max(interval * WATCHED_POLL_BACKOFF, WATCHED_FIRST_POLL)
+                    else:
+                        interval = interval * POLL_BACKOFF
+                    interval = min(interval, settings.poll_freq)
                 running = last in (JobState.RUNNING, JobState.CANCELLING, JobState.UNKNOWN)
                 if running and next_logs is None:
                     next_logs = now + LOG_POLL  # a job that has just started has little to read yet
@@ -381,14 +386,26 @@ def _request(settings: Settings, staged: StagedTask) -> dict[str, Any]:
 
 
 async def _fetch_outcome(s3: Any, status: JobStatus, result_key: str) -> codec.JobOutcome:
-    """Download the job's results archive to a temporary file and verify it (in a worker thread)."""
-    fd, path = tempfile.mkstemp(prefix="byoc-result-", suffix=".tar.gz")
-    os.close(fd)
+    """Download the job's results archive and verify it.
+
+    An archive of up to 16 MiB is read into memory in one request; a larger one is streamed to a
+    temporary file. Verification and unpickling run in a worker thread.
+    """
+    paths: list[str] = []
+
+    def spill_file() -> str:
+        fd, path = tempfile.mkstemp(prefix="byoc-result-", suffix=".tar.gz")
+        os.close(fd)
+        paths.append(path)
+        return path
+
     try:
-        await storage.download_file(s3, storage.S3Location.parse(status.results_uri), path)
-        return await asyncio.to_thread(codec.read_results_archive, path, result_key)
+        archive = await storage.download(s3, storage.S3Location.parse(status.results_uri), spill_file)
+        # Even a small archive may unpack to a large value: verify and unpickle off the loop.
+        return await asyncio.to_thread(codec.read_results_archive, archive, result_key)
     finally:
-        await asyncio.to_thread(os.unlink, path)  # deleting a large file can take a while
+        for path in paths:
+            await asyncio.to_thread(os.unlink, path)  # deleting a large file can take a while
 
 
 async def _discard(encoded: codec.EncodedTask) -> None:

@@ -14,7 +14,7 @@ import logging
 import os
 import zlib
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import aiofiles
 from botocore.exceptions import BotoCoreError, ClientError
@@ -185,6 +185,30 @@ async def download_file(s3: Any, where: S3Location, path: str) -> int:
             await f.write(chunk)
             written += len(chunk)
     return written
+
+
+async def download(s3: Any, where: S3Location, path_factory: Callable[[], str], limit: int = SINGLE_REQUEST_LIMIT) -> bytes | str:
+    """An object's bytes when it is at most ``limit`` bytes; else the path of a file it was streamed to.
+
+    A small object is read whole in one request (no temporary file, no thread hops of file I/O);
+    a larger one goes to the file ``path_factory()`` names, a chunk at a time. The caller deletes
+    that file.
+
+    Raises:
+        ResourceNotFoundError: the object does not exist.
+    """
+    try:
+        answer = await s3.get_object(Bucket=where.bucket, Key=where.key)
+    except ClientError as e:
+        raise_aws_error(e, "GetObject", where.uri)
+    async with answer["Body"] as body:
+        if answer.get("ContentLength", limit + 1) <= limit:
+            return await body.read()
+        path = path_factory()
+        async with aiofiles.open(path, "wb") as f:
+            while chunk := await body.read(_READ_CHUNK):
+                await f.write(chunk)
+    return path
 
 
 async def delete_prefix(s3: Any, where: S3Location) -> int:
