@@ -35,7 +35,7 @@ from byoc_executor.joblogs import LogFollower
 from byoc_executor.services import JobService, JobState, JobStatus, StagedTask, stage
 from byoc_executor.services.braket import BraketJobs, create_job_request
 from byoc_executor.services.sagemaker import SageMakerTrainingJobs, create_training_job_request
-from byoc_executor.settings import SETTING_NAMES, Settings, defaults
+from byoc_executor.settings import SETTING_NAMES, Settings, defaults, models_loaded
 
 EXECUTOR_PLUGIN_NAME = "BYOCExecutor"
 _EXECUTOR_PLUGIN_DEFAULTS = defaults()
@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 FIRST_POLL = 0.25  # seconds; polling backs off from here to poll_freq
 POLL_BACKOFF = 1.5
 WATCHED_POLL_BACKOFF = 2.0  # status calls back off faster while S3 is watched for the results archive
-WATCHED_FIRST_POLL = 1.0  # and wait at least this long after the job is first seen running
+WATCHED_FIRST_POLL = 2.0  # and wait at least this long after the job is first seen running
 LOG_POLL = 2.0  # the shortest pause between two reads of the job's logs
 LOG_POLL_MAX = 30.0  # the longest, for a job that has been quiet for a while
 QUEUE_ALLOWANCE = 24 * 3600  # how long past max_runtime a job may sit queued before we give up
@@ -132,7 +132,10 @@ class BYOCExecutor(AsyncBaseExecutor):
         ended = False
         try:
             settings = self.settings()
-            await asyncio.to_thread(settings.check_against_models)
+            if models_loaded(settings.service):
+                settings.check_against_models()  # microseconds once the model has been read
+            else:
+                await asyncio.to_thread(settings.check_against_models)  # the first read: ~100 ms
             if await self._cancel_requested():
                 raise TaskCancelledError(f"node {node_id} was cancelled before its job was submitted")
             encoded = await asyncio.to_thread(codec.encode_task, function, args, kwargs)
@@ -238,15 +241,15 @@ class BYOCExecutor(AsyncBaseExecutor):
                         if cancelling_since is not None or (status.state is JobState.CANCELLED and await self._cancel_requested()):
                             raise TaskCancelledError(f"job {job_id} was cancelled ({status.raw_status})")
                         return status
-                    next_status = now + interval * random.uniform(0.8, 1.0)
-                    # While S3 is watched for the end, status calls only catch a job that fails
-                    # without leaving an archive (a crash, a lost instance): they back off faster.
-                    watched = status.state is JobState.RUNNING and not result_seen
-                    if watched:
-                        interval = max(interval * WATCHED_POLL_BACKOFF, WATCHED_FIRST_POLL)
+                    if status.state is JobState.RUNNING and not result_seen:
+                        # While S3 is watched for the end, status calls only catch a job that ends
+                        # without leaving an archive (a crash, a lost instance): the next one comes
+                        # WATCHED_FIRST_POLL after the job was seen running, then backs off faster.
+                        interval = min(max(interval * WATCHED_POLL_BACKOFF, WATCHED_FIRST_POLL), settings.poll_freq)
+                        next_status = now + interval * random.uniform(0.8, 1.0)
                     else:
-                        interval = interval * POLL_BACKOFF
-                    interval = min(interval, settings.poll_freq)
+                        next_status = now + interval * random.uniform(0.8, 1.0)
+                        interval = min(interval * POLL_BACKOFF, settings.poll_freq)
                 running = last in (JobState.RUNNING, JobState.CANCELLING, JobState.UNKNOWN)
                 if running and next_logs is None:
                     next_logs = now + LOG_POLL  # a job that has just started has little to read yet

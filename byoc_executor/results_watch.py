@@ -31,9 +31,9 @@ from byoc_executor.storage import S3Location
 
 log = logging.getLogger(__name__)
 
-FIRST_CHECK = 0.25  # seconds from the start of watching to the first check
+FIRST_CHECK = 0.5  # seconds from the start of watching (the job seen running) to the first check
 BACKOFF = 1.5
-MAX_PAUSE = 1.0  # the longest pause between two checks of a young job
+MAX_PAUSE = 0.6  # the longest pause between two checks of a young job (under 12 s: past that, AGE_SHARE rules)
 AGE_SHARE = 0.05  # past MAX_PAUSE, the pause grows to this share of the job's time watched
 
 

@@ -287,6 +287,14 @@ def defaults() -> dict[str, Any]:
 _MODELS_LOCK = threading.Lock()
 
 
+def models_loaded(service: str) -> bool:
+    """Whether ``instance_types(service)`` has been read in this process (so it costs no I/O now)."""
+    return service in _models_read
+
+
+_models_read: set[str] = set()
+
+
 def instance_types(service: str) -> frozenset[str]:
     """The instance types the service's botocore model enumerates (reads botocore's data files).
 
@@ -294,7 +302,9 @@ def instance_types(service: str) -> frozenset[str]:
     for SageMaker's model) instead of each doing it.
     """
     with _MODELS_LOCK:
-        return _instance_types(service)
+        types = _instance_types(service)
+        _models_read.add(service)
+        return types
 
 
 @functools.lru_cache(maxsize=None)

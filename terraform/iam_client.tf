@@ -12,8 +12,8 @@ data "aws_iam_policy_document" "server_common" {
   }
 
   # HeadBucket (the executor's first check) is authorized as s3:ListBucket and carries no
-  # prefix; the clean-up lists the task's prefix. IfExists allows the first and refuses listings
-  # of any other prefix.
+  # prefix; the results watch lists a dispatch's prefix and the clean-up a task's. IfExists
+  # allows the first and refuses listings of any other prefix.
   statement {
     sid       = "BucketUnderPrefix"
     effect    = "Allow"
