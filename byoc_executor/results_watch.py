@@ -15,7 +15,9 @@ executor's ``poll_freq``. With one job the requests are those of one HeadObject 
 many, the group is checked as often as its most impatient member, at the cost of one job.
 
 A failed listing finds nothing and costs the watchers nothing but time: their jobs' status calls
-still see the end (see ``BYOCExecutor._follow``).
+still see the end (see ``BYOCExecutor._follow``). Where listing the prefix is denied (a bucket
+policy that grants reads but not ``s3:ListBucket``), the group asks about each due job's archive
+with HeadObject instead.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from byoc_executor.storage import S3Location
+from byoc_executor.storage import S3Location, exists
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,7 @@ FIRST_CHECK = 0.5  # seconds from the start of watching (the job seen running) t
 BACKOFF = 1.5
 MAX_PAUSE = 0.6  # the longest pause between two checks of a young job (under 12 s: past that, AGE_SHARE rules)
 AGE_SHARE = 0.05  # past MAX_PAUSE, the pause grows to this share of the job's time watched
+_DENIED = {"AccessDenied", "AllAccessDisabled"}
 
 
 class ArchiveWatcher:
@@ -80,6 +83,7 @@ class PrefixWatch:
         self._changed = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._warned = False
+        self._head_only = False  # listing the prefix was refused: HeadObject per archive instead
         self.listings = 0  # how many listings were made (for diagnostics and tests)
 
     def add(self, key: str, poll_freq: float) -> ArchiveWatcher:
@@ -116,12 +120,17 @@ class PrefixWatch:
                 except asyncio.TimeoutError:
                     pass
                 continue
-            keys = await self._list()
+            if self._head_only:
+                keys = await self._head([w for w in self._watchers if w.due <= loop.time()])
+            else:
+                keys = await self._list()
             now = loop.time()
             for watcher in list(self._watchers):
                 if keys is not None and watcher.key in keys:
                     watcher.seen.set()
                     self._watchers.discard(watcher)
+                elif self._head_only and watcher.due > now:
+                    continue  # not asked about this time
                 else:
                     watcher.checked(now)
         self._forget()
@@ -135,8 +144,14 @@ class PrefixWatch:
             async for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
                 keys.update(o["Key"] for o in page.get("Contents", ()))
         except (ClientError, BotoCoreError) as e:
-            # The jobs' status calls still see their end; this only makes it slower to notice.
             code = e.response.get("Error", {}).get("Code", "") if isinstance(e, ClientError) else type(e).__name__
+            if code in _DENIED:
+                # A policy that grants GetObject but not ListBucket on the prefix: ask about each
+                # archive instead (one HeadObject per due job), as well as it can be done.
+                log.warning("may not list s3://%s/%s (%s): watching each job's results archive on its own", self.bucket, self.prefix, code)
+                self._head_only = True
+                return None
+            # The jobs' status calls still see their end; this only makes it slower to notice.
             (log.debug if self._warned else log.warning)(
                 "could not list s3://%s/%s to watch for results (%s); job ends are seen through status calls",
                 self.bucket, self.prefix, code,
@@ -144,6 +159,11 @@ class PrefixWatch:
             self._warned = True
             return None
         return keys
+
+    async def _head(self, due: list[ArchiveWatcher]) -> set[str]:
+        """The keys among the due watchers' archives that exist (one HeadObject each)."""
+        found = await asyncio.gather(*(exists(self._s3, S3Location(self.bucket, w.key)) for w in due))
+        return {w.key for w, there in zip(due, found) if there}
 
 
 _groups: dict[tuple[Any, str, str], PrefixWatch] = {}

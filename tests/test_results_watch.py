@@ -23,6 +23,14 @@ def sync_s3(emulator: Emulator):
     return boto3.client("s3", endpoint_url=emulator.url, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="y")
 
 
+async def eventually(condition, timeout: float = 10.0) -> None:
+    """Wait until ``condition()`` holds (a loaded CI machine may be slow to get there)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
 def count_listings(s3) -> list[str]:
     """Record the prefix of every ListObjectsV2 the shared client sends."""
     seen: list[str] = []
@@ -70,8 +78,7 @@ async def test_the_watch_stops_when_nobody_waits(emulator: Emulator) -> None:
         await asyncio.sleep(0.6)
         watcher.close()
         watcher.close()  # idempotent
-        await asyncio.sleep(0.1)
-        assert group._task is not None and group._task.done()
+        await eventually(lambda: group._task is not None and group._task.done())
         made = len(listings)
         await asyncio.sleep(1.0)
         assert len(listings) == made  # no listing after the last watcher left
@@ -104,7 +111,9 @@ async def test_a_listing_that_fails_finds_nothing_and_says_so(emulator: Emulator
         caplog.set_level(logging.WARNING, logger="byoc_executor.results_watch")
         missing = f"no-such-bucket-{unique('w')}".lower()
         watcher = results_watch.watch(s3, S3Location(missing, "d/node-0/model.tar.gz"), "d/", poll_freq=10.0)
-        assert not await watcher.wait(1.0)
+        group = results_watch._groups[(s3, missing, "d/")]
+        await eventually(lambda: group.listings >= 3)  # three listings failed
+        assert not watcher.seen.is_set()
         watcher.close()
         warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
         assert len(warnings) == 1 and "NoSuchBucket" in warnings[0], warnings  # warned once, then quiet
@@ -137,3 +146,32 @@ def test_pauses_grow_to_max_pause_then_with_age_never_past_poll_freq(monkeypatch
     for _ in range(20):
         watcher.checked(1000.0)
     assert watcher.due - 1000.0 == pytest.approx(10.0)  # capped by poll_freq
+
+
+async def test_where_listing_is_denied_each_archive_is_asked_about(emulator: Emulator, caplog: pytest.LogCaptureFixture) -> None:
+    """A policy may grant reads but not s3:ListBucket: the watch falls back to HeadObject per job."""
+    from botocore.awsrequest import AWSResponse
+
+    dispatch = f"watch/{unique('w')}/"
+    archive = S3Location(BUCKET, f"{dispatch}node-0/output/model.tar.gz")
+    target = aws.AWSTarget("us-east-1", "", "", emulator.url, True)
+    heads: list[str] = []
+
+    def deny_listing(**kwargs):
+        # What S3 answers a ListObjectsV2 the policy does not allow (the rest goes to moto).
+        return AWSResponse(emulator.url, 403, {}, None), {"Error": {"Code": "AccessDenied", "Message": "Access Denied"}}
+
+    try:
+        s3 = await aws.pool().client("s3", target)
+        s3.meta.events.register("before-call.s3.ListObjectsV2", deny_listing)
+        s3.meta.events.register("provide-client-params.s3.HeadObject", lambda params, **kw: heads.append(params["Key"]))
+        caplog.set_level(logging.WARNING, logger="byoc_executor.results_watch")
+        watcher = results_watch.watch(s3, archive, dispatch, poll_freq=10.0)
+        assert not await watcher.wait(1.5)
+        await asyncio.to_thread(sync_s3(emulator).put_object, Bucket=BUCKET, Key=archive.key, Body=b"x")
+        assert await watcher.wait(5.0)
+        assert heads and set(heads) == {archive.key}
+        assert any("may not list" in r.getMessage() for r in caplog.records)
+    finally:
+        s3.meta.events.unregister("before-call.s3.ListObjectsV2", deny_listing)
+        await aws.close_clients()
