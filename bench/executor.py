@@ -127,7 +127,23 @@ async def main(args: argparse.Namespace) -> None:
             real_run(handle)
             wall, cpu = time.perf_counter() - w0, time.thread_time() - c0
             if wall > 0.005:
-                callbacks.append((wall, cpu, repr(handle)[:160]))
+                callbacks.append((wall, cpu, describe(handle)))
+
+        def describe(handle) -> str:
+            """The callback, and for a task's step the coroutine and where it stopped after it."""
+            task = getattr(getattr(handle, "_callback", None), "__self__", None)
+            if not isinstance(task, asyncio.Task):
+                return repr(handle)[:160]
+            coro, where = task.get_coro(), "(finished)"
+            frame = getattr(coro, "cr_frame", None)
+            while frame is not None:  # the innermost awaiting frame
+                where = f"{frame.f_code.co_filename.rsplit('/', 2)[-2:]} {frame.f_code.co_name}:{frame.f_lineno}"
+                inner = getattr(frame, "f_locals", {}).get("self")
+                frame = None
+                awaited = getattr(coro, "cr_await", None)
+                if awaited is not None and hasattr(awaited, "cr_frame"):
+                    coro, frame = awaited, awaited.cr_frame
+            return f"step of task {task.get_name()} ({task.get_coro().__qualname__}), then waiting in {where}"
 
         asyncio.events.Handle._run = timed_run
         # The garbage collector's full passes run inside whatever callback allocates at the time.

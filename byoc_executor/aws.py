@@ -179,6 +179,9 @@ def _load_models(session: AioSession, service: str) -> None:
     loader = session.get_component("data_loader")
     for kind in ("service-2", "endpoint-rule-set-1"):
         loader.load_service_model(service, kind)
+    with contextlib.suppress(DataNotFoundError):
+        # The first get_paginator() would read this on the loop (~8 ms for S3's).
+        loader.load_service_model(service, "paginators-1")
     for name in ("endpoints", "partitions", "sdk-default-configuration", "_retry"):
         with contextlib.suppress(DataNotFoundError):
             loader.load_data(name)
