@@ -46,6 +46,7 @@ FIRST_POLL = 0.25  # seconds; polling backs off from here to poll_freq
 POLL_BACKOFF = 1.5
 WATCHED_POLL_BACKOFF = 2.0  # status calls back off faster while S3 is watched for the results archive
 WATCHED_FIRST_POLL = 2.0  # and wait at least this long after the job is first seen running
+LOG_FIRST_READ = 5.0  # seconds from the job seen running to the first read of its logs
 LOG_POLL = 2.0  # the shortest pause between two reads of the job's logs
 LOG_POLL_MAX = 30.0  # the longest, for a job that has been quiet for a while
 QUEUE_ALLOWANCE = 24 * 3600  # how long past max_runtime a job may sit queued before we give up
@@ -195,9 +196,9 @@ class BYOCExecutor(AsyncBaseExecutor):
         polled fast again until the job is terminal.
 
         While the job runs, its new log lines go to this process's log (the Covalent server's:
-        Covalent 0.240 publishes a node's stdout/stderr only when the node ends), LOG_POLL seconds
-        after it starts running, then every LOG_POLL seconds while it prints and less often (up to
-        LOG_POLL_MAX) while it is quiet, and once more after the end; its progress events go to the
+        Covalent 0.240 publishes a node's stdout/stderr only when the node ends), LOG_FIRST_READ
+        seconds after it starts running, then every LOG_POLL seconds while it prints and less often
+        (up to LOG_POLL_MAX) while it is quiet, and once more after the end; its progress events go to the
         node's stderr as ``[byoc]`` lines. Whether Covalent cancelled the node is asked every
         CANCEL_CHECK seconds.
         """
@@ -252,7 +253,9 @@ class BYOCExecutor(AsyncBaseExecutor):
                         interval = min(interval * POLL_BACKOFF, settings.poll_freq)
                 running = last in (JobState.RUNNING, JobState.CANCELLING, JobState.UNKNOWN)
                 if running and next_logs is None:
-                    next_logs = now + LOG_POLL  # a job that has just started has little to read yet
+                    # A job that has just started has little to read yet, and all of a short job's
+                    # lines come with the read after its end.
+                    next_logs = now + LOG_FIRST_READ
                 if running and now >= next_logs:  # type: ignore[operator]
                     lines = await follower.poll()
                     for line in lines:
