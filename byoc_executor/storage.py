@@ -175,16 +175,9 @@ async def download_file(s3: Any, where: S3Location, path: str) -> int:
     Raises:
         ResourceNotFoundError: the object does not exist.
     """
-    try:
-        answer = await s3.get_object(Bucket=where.bucket, Key=where.key)
-    except ClientError as e:
-        raise_aws_error(e, "GetObject", where.uri)
-    written = 0
-    async with answer["Body"] as body, aiofiles.open(path, "wb") as f:
-        while chunk := await body.read(_READ_CHUNK):
-            await f.write(chunk)
-            written += len(chunk)
-    return written
+    answer = await _get_object(s3, where)
+    async with answer["Body"] as body:
+        return await _stream_to_file(body, path)
 
 
 async def download(s3: Any, where: S3Location, path_factory: Callable[[], str], limit: int = SINGLE_REQUEST_LIMIT) -> bytes | str:
@@ -197,18 +190,30 @@ async def download(s3: Any, where: S3Location, path_factory: Callable[[], str], 
     Raises:
         ResourceNotFoundError: the object does not exist.
     """
-    try:
-        answer = await s3.get_object(Bucket=where.bucket, Key=where.key)
-    except ClientError as e:
-        raise_aws_error(e, "GetObject", where.uri)
+    answer = await _get_object(s3, where)
     async with answer["Body"] as body:
         if answer.get("ContentLength", limit + 1) <= limit:
             return await body.read()
         path = path_factory()
-        async with aiofiles.open(path, "wb") as f:
-            while chunk := await body.read(_READ_CHUNK):
-                await f.write(chunk)
+        await _stream_to_file(body, path)
     return path
+
+
+async def _get_object(s3: Any, where: S3Location) -> dict[str, Any]:
+    try:
+        return await s3.get_object(Bucket=where.bucket, Key=where.key)
+    except ClientError as e:
+        raise_aws_error(e, "GetObject", where.uri)
+
+
+async def _stream_to_file(body: Any, path: str) -> int:
+    """Write a response body to ``path`` a chunk at a time, through aiofiles. Returns the bytes written."""
+    written = 0
+    async with aiofiles.open(path, "wb") as f:
+        while chunk := await body.read(_READ_CHUNK):
+            await f.write(chunk)
+            written += len(chunk)
+    return written
 
 
 async def delete_prefix(s3: Any, where: S3Location) -> int:

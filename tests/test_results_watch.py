@@ -11,12 +11,22 @@ import logging
 
 import boto3
 import pytest
+from botocore.awsrequest import AWSResponse
 
 from byoc_executor import aws, results_watch
 from byoc_executor.local import Emulator
 from byoc_executor.storage import S3Location
 from tests.conftest import BUCKET
 from tests.emulator_helpers import unique
+
+
+@pytest.fixture
+async def s3(emulator: Emulator):
+    """The executor's shared S3 client for the emulator, closed after the test."""
+    try:
+        yield await aws.pool().client("s3", aws.AWSTarget("us-east-1", "", "", emulator.url, True))
+    finally:
+        await aws.close_clients()
 
 
 def sync_s3(emulator: Emulator):
@@ -42,83 +52,63 @@ def count_listings(s3) -> list[str]:
     return seen
 
 
-async def test_one_listing_serves_every_job_of_a_dispatch(emulator: Emulator) -> None:
+async def test_one_listing_serves_every_job_of_a_dispatch(emulator: Emulator, s3) -> None:
     dispatch = f"watch/{unique('w')}/"
     archives = [S3Location(BUCKET, f"{dispatch}node-{n}/output/job-{n}/output/model.tar.gz") for n in range(6)]
-    target = aws.AWSTarget("us-east-1", "", "", emulator.url, True)
-    try:
-        s3 = await aws.pool().client("s3", target)
-        listings = count_listings(s3)
-        watchers = [results_watch.watch(s3, a, dispatch, poll_freq=10.0) for a in archives]
-        await asyncio.sleep(1.0)
-        assert not any(w.seen.is_set() for w in watchers)
-        # Six jobs watched for a second: alone, each would have checked once or twice (0.5 s, 1.1 s).
-        assert 1 <= len(listings) <= 3, listings  # not 6-12
-        assert set(listings) == {dispatch}
-        for a in archives[:3]:
-            await asyncio.to_thread(sync_s3(emulator).put_object, Bucket=a.bucket, Key=a.key, Body=b"archive")
-        assert all([await asyncio.wait_for(w.wait(5.0), 6.0) for w in watchers[:3]])
-        assert not any(w.seen.is_set() for w in watchers[3:])
-        for w in watchers:
-            w.close()
-        await asyncio.sleep(0)
-        assert (s3, BUCKET, dispatch) not in results_watch._groups
-    finally:
-        await aws.close_clients()
+    listings = count_listings(s3)
+    watchers = [results_watch.watch(s3, a, dispatch, poll_freq=10.0) for a in archives]
+    await asyncio.sleep(1.0)
+    assert not any(w.seen.is_set() for w in watchers)
+    # Six jobs watched for a second: alone, each would have checked once or twice (0.5 s, 1.1 s).
+    assert 1 <= len(listings) <= 3, listings  # not 6-12
+    assert set(listings) == {dispatch}
+    for a in archives[:3]:
+        await asyncio.to_thread(sync_s3(emulator).put_object, Bucket=a.bucket, Key=a.key, Body=b"archive")
+    assert all([await asyncio.wait_for(w.wait(5.0), 6.0) for w in watchers[:3]])
+    assert not any(w.seen.is_set() for w in watchers[3:])
+    for w in watchers:
+        w.close()
+    await asyncio.sleep(0)
+    assert (s3, BUCKET, dispatch) not in results_watch._groups
 
 
-async def test_the_watch_stops_when_nobody_waits(emulator: Emulator) -> None:
+async def test_the_watch_stops_when_nobody_waits(emulator: Emulator, s3) -> None:
     dispatch = f"watch/{unique('w')}/"
-    target = aws.AWSTarget("us-east-1", "", "", emulator.url, True)
-    try:
-        s3 = await aws.pool().client("s3", target)
-        listings = count_listings(s3)
-        watcher = results_watch.watch(s3, S3Location(BUCKET, f"{dispatch}node-0/out.tar.gz"), dispatch, poll_freq=10.0)
-        group = results_watch._groups[(s3, BUCKET, dispatch)]
-        await asyncio.sleep(0.6)
-        watcher.close()
-        watcher.close()  # idempotent
-        await eventually(lambda: group._task is not None and group._task.done())
-        made = len(listings)
-        await asyncio.sleep(1.0)
-        assert len(listings) == made  # no listing after the last watcher left
-        # A new watcher under the same prefix starts a new group, which works.
-        again = results_watch.watch(s3, S3Location(BUCKET, f"{dispatch}node-1/out.tar.gz"), dispatch, poll_freq=10.0)
-        await asyncio.to_thread(sync_s3(emulator).put_object, Bucket=BUCKET, Key=f"{dispatch}node-1/out.tar.gz", Body=b"x")
-        assert await again.wait(5.0)
-    finally:
-        await aws.close_clients()
+    listings = count_listings(s3)
+    watcher = results_watch.watch(s3, S3Location(BUCKET, f"{dispatch}node-0/out.tar.gz"), dispatch, poll_freq=10.0)
+    group = results_watch._groups[(s3, BUCKET, dispatch)]
+    await asyncio.sleep(0.6)
+    watcher.close()
+    watcher.close()  # idempotent
+    await eventually(lambda: group._task is not None and group._task.done())
+    made = len(listings)
+    await asyncio.sleep(1.0)
+    assert len(listings) == made  # no listing after the last watcher left
+    # A new watcher under the same prefix starts a new group, which works.
+    again = results_watch.watch(s3, S3Location(BUCKET, f"{dispatch}node-1/out.tar.gz"), dispatch, poll_freq=10.0)
+    await asyncio.to_thread(sync_s3(emulator).put_object, Bucket=BUCKET, Key=f"{dispatch}node-1/out.tar.gz", Body=b"x")
+    assert await again.wait(5.0)
 
 
-async def test_an_archive_outside_the_group_prefix_is_watched_in_its_own_folder(emulator: Emulator) -> None:
+async def test_an_archive_outside_the_group_prefix_is_watched_in_its_own_folder(emulator: Emulator, s3) -> None:
     folder = f"elsewhere/{unique('w')}/"
-    target = aws.AWSTarget("us-east-1", "", "", emulator.url, True)
-    try:
-        s3 = await aws.pool().client("s3", target)
-        listings = count_listings(s3)
-        watcher = results_watch.watch(s3, S3Location(BUCKET, f"{folder}model.tar.gz"), "some/dispatch/", poll_freq=10.0)
-        await asyncio.to_thread(sync_s3(emulator).put_object, Bucket=BUCKET, Key=f"{folder}model.tar.gz", Body=b"x")
-        assert await watcher.wait(5.0)
-        assert set(listings) == {folder}
-    finally:
-        await aws.close_clients()
+    listings = count_listings(s3)
+    watcher = results_watch.watch(s3, S3Location(BUCKET, f"{folder}model.tar.gz"), "some/dispatch/", poll_freq=10.0)
+    await asyncio.to_thread(sync_s3(emulator).put_object, Bucket=BUCKET, Key=f"{folder}model.tar.gz", Body=b"x")
+    assert await watcher.wait(5.0)
+    assert set(listings) == {folder}
 
 
-async def test_a_listing_that_fails_finds_nothing_and_says_so(emulator: Emulator, caplog: pytest.LogCaptureFixture) -> None:
-    target = aws.AWSTarget("us-east-1", "", "", emulator.url, True)
-    try:
-        s3 = await aws.pool().client("s3", target)
-        caplog.set_level(logging.WARNING, logger="byoc_executor.results_watch")
-        missing = f"no-such-bucket-{unique('w')}".lower()
-        watcher = results_watch.watch(s3, S3Location(missing, "d/node-0/model.tar.gz"), "d/", poll_freq=10.0)
-        group = results_watch._groups[(s3, missing, "d/")]
-        await eventually(lambda: group.listings >= 3)  # three listings failed
-        assert not watcher.seen.is_set()
-        watcher.close()
-        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-        assert len(warnings) == 1 and "NoSuchBucket" in warnings[0], warnings  # warned once, then quiet
-    finally:
-        await aws.close_clients()
+async def test_a_listing_that_fails_finds_nothing_and_says_so(emulator: Emulator, s3, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="byoc_executor.results_watch")
+    missing = f"no-such-bucket-{unique('w')}".lower()
+    watcher = results_watch.watch(s3, S3Location(missing, "d/node-0/model.tar.gz"), "d/", poll_freq=10.0)
+    group = results_watch._groups[(s3, missing, "d/")]
+    await eventually(lambda: group.listings >= 3)  # three listings failed
+    assert not watcher.seen.is_set()
+    watcher.close()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "NoSuchBucket" in warnings[0], warnings  # warned once, then quiet
 
 
 def test_pauses_grow_to_max_pause_then_with_age_never_past_poll_freq(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -148,30 +138,23 @@ def test_pauses_grow_to_max_pause_then_with_age_never_past_poll_freq(monkeypatch
     assert watcher.due - 1000.0 == pytest.approx(10.0)  # capped by poll_freq
 
 
-async def test_where_listing_is_denied_each_archive_is_asked_about(emulator: Emulator, caplog: pytest.LogCaptureFixture) -> None:
+async def test_where_listing_is_denied_each_archive_is_asked_about(emulator: Emulator, s3, caplog: pytest.LogCaptureFixture) -> None:
     """A policy may grant reads but not s3:ListBucket: the watch falls back to HeadObject per job."""
-    from botocore.awsrequest import AWSResponse
 
     dispatch = f"watch/{unique('w')}/"
     archive = S3Location(BUCKET, f"{dispatch}node-0/output/model.tar.gz")
-    target = aws.AWSTarget("us-east-1", "", "", emulator.url, True)
     heads: list[str] = []
 
     def deny_listing(**kwargs):
         # What S3 answers a ListObjectsV2 the policy does not allow (the rest goes to moto).
         return AWSResponse(emulator.url, 403, {}, None), {"Error": {"Code": "AccessDenied", "Message": "Access Denied"}}
 
-    try:
-        s3 = await aws.pool().client("s3", target)
-        s3.meta.events.register("before-call.s3.ListObjectsV2", deny_listing)
-        s3.meta.events.register("provide-client-params.s3.HeadObject", lambda params, **kw: heads.append(params["Key"]))
-        caplog.set_level(logging.WARNING, logger="byoc_executor.results_watch")
-        watcher = results_watch.watch(s3, archive, dispatch, poll_freq=10.0)
-        assert not await watcher.wait(1.5)
-        await asyncio.to_thread(sync_s3(emulator).put_object, Bucket=BUCKET, Key=archive.key, Body=b"x")
-        assert await watcher.wait(5.0)
-        assert heads and set(heads) == {archive.key}
-        assert any("may not list" in r.getMessage() for r in caplog.records)
-    finally:
-        s3.meta.events.unregister("before-call.s3.ListObjectsV2", deny_listing)
-        await aws.close_clients()
+    s3.meta.events.register("before-call.s3.ListObjectsV2", deny_listing)
+    s3.meta.events.register("provide-client-params.s3.HeadObject", lambda params, **kw: heads.append(params["Key"]))
+    caplog.set_level(logging.WARNING, logger="byoc_executor.results_watch")
+    watcher = results_watch.watch(s3, archive, dispatch, poll_freq=10.0)
+    assert not await watcher.wait(1.5)
+    await asyncio.to_thread(sync_s3(emulator).put_object, Bucket=BUCKET, Key=archive.key, Body=b"x")
+    assert await watcher.wait(5.0)
+    assert heads and set(heads) == {archive.key}
+    assert any("may not list" in r.getMessage() for r in caplog.records)
