@@ -71,11 +71,11 @@ def parse_aws_timestamp(value: Any) -> datetime:
     dozen); this one takes the two forms the job APIs use and hands anything else to botocore's.
     """
     try:
-        if isinstance(value, (int, float)):
-            return datetime.fromtimestamp(value, timezone.utc)
+        if isinstance(value, (int, float)) or (isinstance(value, str) and value.replace(".", "", 1).isdigit()):
+            return datetime.fromtimestamp(float(value), timezone.utc)  # epoch seconds, as botocore reads digits
         parsed = datetime.fromisoformat(value)
     except (TypeError, ValueError, OverflowError, OSError):
-        return parse_timestamp(value)
+        parsed = parse_timestamp(value)
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
 
 
@@ -200,10 +200,11 @@ def _freeze_heap() -> None:
     ~100-250 ms each time (bench/executor.py). ``gc.freeze()`` moves them to a permanent
     generation, as the Python docs suggest for long-lived servers: later full collections walk
     only what was allocated since. The price: garbage cycles among those objects are never
-    reclaimed (reference counting still frees the rest). ``BYOC_GC_FREEZE=0`` turns this off.
+    reclaimed (reference counting still frees the rest). ``BYOC_GC_FREEZE=0`` (or false, no, off)
+    turns this off.
     """
     global _heap_frozen
-    if _heap_frozen or os.environ.get(GC_FREEZE_VARIABLE, "1") == "0":
+    if _heap_frozen or os.environ.get(GC_FREEZE_VARIABLE, "1").strip().lower() in ("0", "false", "no", "off"):
         return
     _heap_frozen = True
     gc.freeze()

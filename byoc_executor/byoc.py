@@ -242,7 +242,7 @@ class BYOCExecutor(AsyncBaseExecutor):
                         if cancelling_since is not None or (status.state is JobState.CANCELLED and await self._cancel_requested()):
                             raise TaskCancelledError(f"job {job_id} was cancelled ({status.raw_status})")
                         return status
-                    if status.state is JobState.RUNNING and not result_seen:
+                    if status.state is JobState.RUNNING and not result_seen and cancelling_since is None:
                         # While S3 is watched for the end, status calls only catch a job that ends
                         # without leaving an archive (a crash, a lost instance): the next one comes
                         # WATCHED_FIRST_POLL after the job was seen running, then backs off faster.
@@ -278,7 +278,7 @@ class BYOCExecutor(AsyncBaseExecutor):
                     if await self._cancel_requested():
                         log.info("cancel requested: cancelling job %s", job_id)
                         await service.cancel(job_id)
-                        cancelling_since, next_status = now, now
+                        cancelling_since, next_status, interval = now, now, FIRST_POLL  # follow it closely to its end
                 if cancelling_since is not None and now - cancelling_since > CANCEL_WAIT:
                     raise TaskCancelledError(f"job {job_id} was asked to cancel {CANCEL_WAIT}s ago and is still {last}")
                 if now > deadline:
@@ -286,11 +286,13 @@ class BYOCExecutor(AsyncBaseExecutor):
                     raise ResultError(
                         f"job {job_id} is still {last} after max_runtime + {QUEUE_ALLOWANCE}s; it was cancelled", job_id=job_id
                     )
-                wake = next_status
+                wake = min(next_status, deadline + 0.01)
                 if running and next_logs is not None:
                     wake = min(wake, next_logs)
                 if cancelling_since is None:
                     wake = min(wake, next_cancel_check)
+                else:
+                    wake = min(wake, cancelling_since + CANCEL_WAIT + 0.01)
                 delay = max(0.0, wake - loop.time())
                 if watcher is not None:
                     await watcher.wait(delay)  # wakes early when the archive appears

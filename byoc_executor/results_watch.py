@@ -14,10 +14,11 @@ been watching (a job that has run for an hour may be noticed a few seconds late)
 executor's ``poll_freq``. With one job the requests are those of one HeadObject per check; with
 many, the group is checked as often as its most impatient member, at the cost of one job.
 
-A failed listing finds nothing and costs the watchers nothing but time: their jobs' status calls
-still see the end (see ``BYOCExecutor._follow``). Where listing the prefix is denied (a bucket
-policy that grants reads but not ``s3:ListBucket``), the group asks about each due job's archive
-with HeadObject instead.
+A failed check finds nothing and costs the watchers nothing but time: the watch goes on, and their
+jobs' status calls still see the end (see ``BYOCExecutor._follow``). Where listing the prefix is
+denied (a bucket policy that grants reads but not ``s3:ListBucket``; remembered per client), or
+takes more pages than there are jobs waiting, the group asks about each due job's archive with
+HeadObject instead.
 """
 
 from __future__ import annotations
@@ -61,10 +62,7 @@ class ArchiveWatcher:
     async def wait(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for the archive. Returns whether it has been seen."""
         if not self.seen.is_set() and timeout > 0:
-            try:
-                await asyncio.wait_for(self.seen.wait(), timeout)
-            except asyncio.TimeoutError:
-                pass
+            await _wait_for_event(self.seen, timeout)
         return self.seen.is_set()
 
     def close(self) -> None:
@@ -83,7 +81,8 @@ class PrefixWatch:
         self._changed = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._warned = False
-        self._head_only = False  # listing the prefix was refused: HeadObject per archive instead
+        # HeadObject per archive instead of listings: listing was refused, or costs more pages than jobs.
+        self._head_only = (s3, bucket, prefix) in _denied
         self.listings = 0  # how many listings were made (for diagnostics and tests)
 
     def add(self, key: str, poll_freq: float) -> ArchiveWatcher:
@@ -109,47 +108,58 @@ class PrefixWatch:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        while self._watchers:
-            due = min(w.due for w in self._watchers)
-            delay = due - loop.time()
-            if delay > 0:
-                # A new watcher may be due sooner than the current earliest: wake for it too.
-                self._changed.clear()
+        try:
+            while self._watchers:
+                delay = min(w.due for w in self._watchers) - loop.time()
+                if delay > 0:
+                    # A new watcher may be due sooner than the current earliest: wake for it too.
+                    self._changed.clear()
+                    await _wait_for_event(self._changed, delay)
+                    continue
+                started = loop.time()
+                asked = [w for w in self._watchers if w.due <= started] if self._head_only else list(self._watchers)
                 try:
-                    await asyncio.wait_for(self._changed.wait(), delay)
-                except asyncio.TimeoutError:
-                    pass
-                continue
-            if self._head_only:
-                keys = await self._head([w for w in self._watchers if w.due <= loop.time()])
-            else:
-                keys = await self._list()
-            now = loop.time()
-            for watcher in list(self._watchers):
-                if keys is not None and watcher.key in keys:
-                    watcher.seen.set()
-                    self._watchers.discard(watcher)
-                elif self._head_only and watcher.due > now:
-                    continue  # not asked about this time
-                else:
-                    watcher.checked(now)
-        self._forget()
+                    keys = await (self._head(asked) if self._head_only else self._list(len(asked)))
+                except Exception:  # noqa: BLE001 - this loop serves every job of the dispatch
+                    # An error nobody expected must not end the watch for every job silently:
+                    # say it, and count it as a check that found nothing.
+                    log.exception("watching s3://%s/%s for results failed", self.bucket, self.prefix)
+                    keys = None
+                now = loop.time()
+                for watcher in asked:
+                    if watcher not in self._watchers:
+                        continue  # it left while S3 was asked
+                    if keys is not None and watcher.key in keys:
+                        watcher.seen.set()
+                        self._watchers.discard(watcher)
+                    else:
+                        watcher.checked(now)
+        finally:
+            self._forget()
 
-    async def _list(self) -> set[str] | None:
-        """Every key under the prefix, or None when S3 could not be asked this time."""
+    async def _list(self, watching: int) -> set[str] | None:
+        """Every key under the prefix, or None when S3 could not be asked this time.
+
+        A prefix whose listing takes more pages than there are jobs waiting (a dispatch that kept
+        the artifacts of thousands of nodes) costs more than asking about each archive: the group
+        then switches to HeadObject.
+        """
         self.listings += 1
         keys: set[str] = set()
+        pages = 0
         paginator = self._s3.get_paginator("list_objects_v2")
         try:
             async for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
                 keys.update(o["Key"] for o in page.get("Contents", ()))
+                pages += 1
         except (ClientError, BotoCoreError) as e:
             code = e.response.get("Error", {}).get("Code", "") if isinstance(e, ClientError) else type(e).__name__
             if code in _DENIED:
                 # A policy that grants GetObject but not ListBucket on the prefix: ask about each
-                # archive instead (one HeadObject per due job), as well as it can be done.
+                # archive instead (one HeadObject per due job), and remember it for later groups.
                 log.warning("may not list s3://%s/%s (%s): watching each job's results archive on its own", self.bucket, self.prefix, code)
                 self._head_only = True
+                _denied.add((self._s3, self.bucket, self.prefix))
                 return None
             # The jobs' status calls still see their end; this only makes it slower to notice.
             (log.debug if self._warned else log.warning)(
@@ -158,6 +168,9 @@ class PrefixWatch:
             )
             self._warned = True
             return None
+        if pages > max(1, watching):
+            log.info("s3://%s/%s takes %d pages to list: watching each job's results archive on its own", self.bucket, self.prefix, pages)
+            self._head_only = True
         return keys
 
     async def _head(self, due: list[ArchiveWatcher]) -> set[str]:
@@ -166,6 +179,21 @@ class PrefixWatch:
         return {w.key for w, there in zip(due, found) if there}
 
 
+async def _wait_for_event(event: asyncio.Event, timeout: float) -> None:
+    """Wait until ``event`` is set or ``timeout`` seconds pass, whichever is first.
+
+    Unlike ``asyncio.wait_for`` on Python 3.11, a cancellation that arrives in the same step as
+    the event is never swallowed.
+    """
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({waiter}, timeout=timeout)
+    finally:
+        waiter.cancel()
+
+
+_denied: set[tuple[Any, str, str]] = set()
+"""Prefixes whose listing was refused (per client): later groups go straight to HeadObject."""
 _groups: dict[tuple[Any, str, str], PrefixWatch] = {}
 
 
@@ -179,7 +207,10 @@ def watch(s3: Any, archive: S3Location, group_prefix: str, poll_freq: float) -> 
             it is not one, the archive's own folder is watched instead.
         poll_freq: the executor's ``poll_freq``: no watcher waits longer than this between checks.
     """
-    prefix = group_prefix if group_prefix and archive.key.startswith(group_prefix) else archive.key.rsplit("/", 1)[0] + "/"
+    if group_prefix and archive.key.startswith(group_prefix):
+        prefix = group_prefix
+    else:
+        prefix = archive.key.rsplit("/", 1)[0] + "/" if "/" in archive.key else ""
     group = _groups.get((s3, archive.bucket, prefix))
     if group is None:
         group = _groups[(s3, archive.bucket, prefix)] = PrefixWatch(s3, archive.bucket, prefix)

@@ -70,6 +70,9 @@ async def exists(s3: Any, where: S3Location) -> bool:
         if e.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
             log.debug("HeadObject %s: %s", where.uri, e)
         return False
+    except BotoCoreError as e:  # S3 unreachable after botocore's retries: not known to exist
+        log.debug("HeadObject %s: %s", where.uri, e)
+        return False
     return True
 
 

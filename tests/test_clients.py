@@ -112,3 +112,11 @@ async def test_small_objects_download_to_memory_large_ones_to_a_file(emulator: E
             await storage.download(s3, storage.S3Location(BUCKET, f"{unique('dl')}/missing"), spill)
     finally:
         await aws.close_clients()
+
+
+def test_digits_are_epoch_seconds_and_fallback_answers_are_aware() -> None:
+    # As botocore reads them: a string of digits is epoch seconds, not an ISO 8601 basic date.
+    assert aws.parse_aws_timestamp("1796109444") == datetime(2026, 12, 1, 7, 17, 24, tzinfo=timezone.utc)
+    # botocore's own parser (dateutil) returns a naive datetime for this form: it is made UTC.
+    parsed = aws.parse_aws_timestamp("Dec 1 2026 07:17:24")
+    assert parsed == datetime(2026, 12, 1, 7, 17, 24, tzinfo=timezone.utc)

@@ -158,3 +158,67 @@ async def test_where_listing_is_denied_each_archive_is_asked_about(emulator: Emu
     assert await watcher.wait(5.0)
     assert heads and set(heads) == {archive.key}
     assert any("may not list" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_network_failure_while_asking_ends_nothing(emulator: Emulator, s3, caplog: pytest.LogCaptureFixture) -> None:
+    """S3 unreachable (after botocore's retries) in either mode: the watch goes on and sees the archive later."""
+    from botocore.exceptions import EndpointConnectionError
+
+    dispatch = f"watch/{unique('w')}/"
+    archive = S3Location(BUCKET, f"{dispatch}node-0/output/model.tar.gz")
+    failures = {"ListObjectsV2": 2, "HeadObject": 0}
+
+    def unreachable(model, **kwargs):
+        if failures.get(model.name, 0) > 0:
+            failures[model.name] -= 1
+            raise EndpointConnectionError(endpoint_url=emulator.url)
+
+    s3.meta.events.register("before-call.s3.*", unreachable)
+    caplog.set_level(logging.WARNING, logger="byoc_executor.results_watch")
+    watcher = results_watch.watch(s3, archive, dispatch, poll_freq=10.0)
+    group = results_watch._groups[(s3, BUCKET, dispatch)]
+    await eventually(lambda: failures["ListObjectsV2"] == 0)
+    group._head_only, failures["HeadObject"] = True, 2  # as after a refused listing
+    await eventually(lambda: failures["HeadObject"] == 0)
+    assert group._task is not None and not group._task.done()
+    await asyncio.to_thread(sync_s3(emulator).put_object, Bucket=BUCKET, Key=archive.key, Body=b"x")
+    assert await watcher.wait(5.0)
+
+
+async def test_a_refused_listing_is_remembered_for_the_next_group(emulator: Emulator, s3) -> None:
+    dispatch = f"watch/{unique('w')}/"
+    listings: list[str] = []
+
+    def deny_listing(**kwargs):
+        listings.append("denied")
+        return AWSResponse(emulator.url, 403, {}, None), {"Error": {"Code": "AccessDenied", "Message": "Access Denied"}}
+
+    s3.meta.events.register("before-call.s3.ListObjectsV2", deny_listing)
+    first = results_watch.watch(s3, S3Location(BUCKET, f"{dispatch}node-0/model.tar.gz"), dispatch, poll_freq=10.0)
+    await eventually(lambda: listings == ["denied"])
+    first.close()
+    second = results_watch.watch(s3, S3Location(BUCKET, f"{dispatch}node-1/model.tar.gz"), dispatch, poll_freq=10.0)
+    await asyncio.to_thread(sync_s3(emulator).put_object, Bucket=BUCKET, Key=f"{dispatch}node-1/model.tar.gz", Body=b"x")
+    assert await second.wait(5.0)
+    assert listings == ["denied"]  # the second group did not ask again
+
+
+async def test_a_prefix_that_takes_more_pages_than_jobs_switches_to_head_object(emulator: Emulator, s3) -> None:
+    dispatch = f"watch/{unique('w')}/"
+    sync = sync_s3(emulator)
+    for n in range(5):  # kept artifacts of earlier nodes
+        await asyncio.to_thread(sync.put_object, Bucket=BUCKET, Key=f"{dispatch}kept-{n}/payload", Body=b"x")
+
+    def small_pages(params, **kwargs) -> None:
+        params.setdefault("MaxKeys", 2)
+
+    s3.meta.events.register("provide-client-params.s3.ListObjectsV2", small_pages)  # 3 pages for 5 keys
+    heads: list[str] = []
+    s3.meta.events.register("provide-client-params.s3.HeadObject", lambda params, **kw: heads.append(params["Key"]))
+    archive = S3Location(BUCKET, f"{dispatch}node-9/model.tar.gz")
+    watcher = results_watch.watch(s3, archive, dispatch, poll_freq=10.0)
+    group = results_watch._groups[(s3, BUCKET, dispatch)]
+    await eventually(lambda: group._head_only)
+    await asyncio.to_thread(sync.put_object, Bucket=BUCKET, Key=archive.key, Body=b"x")
+    assert await watcher.wait(5.0)
+    assert heads and set(heads) == {archive.key}
