@@ -96,7 +96,7 @@ async def main(args: argparse.Namespace) -> None:
         async def electron(i: int, seconds: float) -> None:
             ex = BYOCExecutor(**ex_settings)
             listener = Listener(ex)
-            dispatch_id = dispatch if args.dispatch_per_electron is False else str(uuid.uuid4())
+            dispatch_id = str(uuid.uuid4()) if args.dispatch_per_electron else dispatch
             fn = partial(wrapper_fn, TransportableObject(sleep_for), [], [])
             _, _, stderr, status = await ex.execute(fn, [TransportableObject(seconds)], {}, dispatch_id, "/tmp", i)
             returned[listener.job_handles[0]["job_id"].rsplit("/", 1)[-1]] = time.time()
@@ -135,14 +135,10 @@ async def main(args: argparse.Namespace) -> None:
             if not isinstance(task, asyncio.Task):
                 return repr(handle)[:160]
             coro, where = task.get_coro(), "(finished)"
-            frame = getattr(coro, "cr_frame", None)
-            while frame is not None:  # the innermost awaiting frame
-                where = f"{frame.f_code.co_filename.rsplit('/', 2)[-2:]} {frame.f_code.co_name}:{frame.f_lineno}"
-                inner = getattr(frame, "f_locals", {}).get("self")
-                frame = None
-                awaited = getattr(coro, "cr_await", None)
-                if awaited is not None and hasattr(awaited, "cr_frame"):
-                    coro, frame = awaited, awaited.cr_frame
+            while getattr(coro, "cr_frame", None) is not None:  # down to the innermost awaiting coroutine
+                code = coro.cr_frame.f_code
+                where = f"{code.co_filename.rsplit('/', 2)[-2:]} {code.co_name}:{coro.cr_frame.f_lineno}"
+                coro = getattr(coro, "cr_await", None)
             return f"step of task {task.get_name()} ({task.get_coro().__qualname__}), then waiting in {where}"
 
         asyncio.events.Handle._run = timed_run

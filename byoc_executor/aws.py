@@ -24,7 +24,6 @@ from botocore.exceptions import DataNotFoundError
 from botocore.utils import parse_timestamp
 
 from byoc_executor import __version__
-
 from byoc_executor.errors import ConfigurationError, CredentialsError
 from byoc_executor.settings import Settings
 
@@ -195,7 +194,7 @@ def _freeze_heap() -> None:
     """Take what the process holds now out of the garbage collector's full passes (once).
 
     The process running the executor is the Covalent server: its imports (Covalent, FastAPI,
-    SQLAlchemy, dask) and the service models botocore has just loaded are ~150,000 long-lived
+    SQLAlchemy, dask) and the service models botocore has just loaded are over 100,000 long-lived
     objects that every full collection walks, pausing the event loop - and so every task - for
     ~100-250 ms each time (bench/executor.py). ``gc.freeze()`` moves them to a permanent
     generation, as the Python docs suggest for long-lived servers: later full collections walk

@@ -154,9 +154,8 @@ class BYOCExecutor(AsyncBaseExecutor):
             await self.set_job_handle({"service": settings.service, "job_id": job_id, "region": region})
             log.info("%s:%s submitted as %s job %s", dispatch_id, node_id, settings.service, job_id)
             follower = LogFollower(await clients.client("logs", target), service.log_group, f"{staged.job_name}/")
-            # The dispatch's prefix: its running jobs' archives are watched with one listing.
-            group_prefix = staged.base.key.rsplit("/", 1)[0] + "/" if "/" in staged.base.key else ""
-            status = await self._follow(service, job_id, settings, follower, s3, group_prefix)
+            # The dispatch's running jobs' archives are watched with one listing of its prefix.
+            status = await self._follow(service, job_id, settings, follower, s3, staged.dispatch_prefix)
             ended = True
             value = await self._collect(s3, status, settings, encoded.result_key, follower)
             if not settings.keep_artifacts:

@@ -28,9 +28,10 @@ import logging
 import random
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError
 
-from byoc_executor.storage import S3Location, exists
+from byoc_executor.errors import AWSError
+from byoc_executor.storage import S3Location, exists, list_keys
 
 log = logging.getLogger(__name__)
 
@@ -145,15 +146,10 @@ class PrefixWatch:
         then switches to HeadObject.
         """
         self.listings += 1
-        keys: set[str] = set()
-        pages = 0
-        paginator = self._s3.get_paginator("list_objects_v2")
         try:
-            async for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
-                keys.update(o["Key"] for o in page.get("Contents", ()))
-                pages += 1
-        except (ClientError, BotoCoreError) as e:
-            code = e.response.get("Error", {}).get("Code", "") if isinstance(e, ClientError) else type(e).__name__
+            keys, pages = await list_keys(self._s3, S3Location(self.bucket, self.prefix))
+        except (AWSError, BotoCoreError) as e:
+            code = e.code if isinstance(e, AWSError) else type(e).__name__
             if code in _DENIED:
                 # A policy that grants GetObject but not ListBucket on the prefix: ask about each
                 # archive instead (one HeadObject per due job), and remember it for later groups.

@@ -219,6 +219,24 @@ async def _stream_to_file(body: Any, path: str) -> int:
     return written
 
 
+async def list_keys(s3: Any, where: S3Location) -> tuple[set[str], int]:
+    """Every key under a prefix, and how many pages (ListObjectsV2 requests) that took.
+
+    Raises:
+        AWSError: translated from the S3 answer (``AccessDeniedError`` when listing is refused).
+    """
+    keys: set[str] = set()
+    pages = 0
+    paginator = s3.get_paginator("list_objects_v2")
+    try:
+        async for page in paginator.paginate(Bucket=where.bucket, Prefix=where.key):
+            keys.update(o["Key"] for o in page.get("Contents", ()))
+            pages += 1
+    except ClientError as e:
+        raise_aws_error(e, "ListObjectsV2", where.uri)
+    return keys, pages
+
+
 async def delete_prefix(s3: Any, where: S3Location) -> int:
     """Delete every object under a prefix. Returns how many were deleted."""
     deleted = 0

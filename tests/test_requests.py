@@ -221,3 +221,11 @@ def test_job_options_refused_with_the_setting_and_the_fix(over: dict, setting: s
         settings(**over).check_shapes()
     assert err.value.setting == setting
     assert fragment in str(err.value)
+
+
+@pytest.mark.parametrize("prefix, expected", [("byoc", "byoc/dispatch-1/"), ("", "dispatch-1/"), ("a/b/", "a/b/dispatch-1/")])
+def test_every_electron_of_a_dispatch_shares_its_prefix(prefix: str, expected: str) -> None:
+    s = settings(s3_prefix=prefix)
+    first, second = stage(s, "dispatch-1", 1, {}), stage(s, "dispatch-1", 2, {})
+    assert first.dispatch_prefix == second.dispatch_prefix == expected
+    assert first.base.key.startswith(expected) and stage(s, "dispatch-2", 1, {}).dispatch_prefix != expected

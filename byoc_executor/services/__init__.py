@@ -78,6 +78,11 @@ class StagedTask:
     """From ``EncodedTask.hyperparameters()``: how the job verifies the payload and signs the result."""
 
     @property
+    def dispatch_prefix(self) -> str:
+        """The key prefix shared by every electron of this one's dispatch (``<s3_prefix>/<dispatch>/``)."""
+        return self.base.key.rsplit("/", 1)[0] + "/" if "/" in self.base.key else ""
+
+    @property
     def payload_prefix(self) -> S3Location:
         return self.base.child("payload/")
 
