@@ -9,13 +9,24 @@ How it is started
     Braket hybrid job:       the image's ``SAGEMAKER_PROGRAM`` (this file), with ``AMZN_BRAKET_*``
                              set. The job's source archive (``AMZN_BRAKET_SCRIPT_S3_URI``) holds a
                              copy of this file; its entry point must be ``byoc_entry:run_job``.
-    Local mode and tests:    the same, with ``BYOC_ML_ROOT`` moving the ``/opt/ml`` tree.
+    Local mode and tests:    the same, with ``SAGEMAKER_BASE_DIR`` moving the ``/opt/ml`` tree
+                             (the sagemaker-training-toolkit's own convention, environment.py).
+
+The two layouts
+    SageMaker fixes every path under ``/opt/ml``. Braket puts the job's inputs, hyperparameters
+    and results under ``/opt/ml`` too, but names them through ``AMZN_BRAKET_*`` variables that
+    point under ``/opt/braket``; AWS's own Braket containers make those paths exist by linking
+    ``/opt/braket`` to ``/opt/ml`` before anything else (amazon-braket-containers,
+    ``src/braket_container.py``, ``create_symlink()``), and so does this script. Under Braket every
+    path comes from its variable (none is guessed): a missing one is a contract error. With
+    ``SAGEMAKER_BASE_DIR`` set, the link is ``<base dir>/../braket`` -> ``<base dir>``.
 
 What it reads
     <input dir>/payload/task.byoc   the task envelope, copied in by the service from the job's
                                     "payload" input channel (SageMaker: /opt/ml/input/data,
                                     Braket: $AMZN_BRAKET_INPUT_DIR)
-    hyperparameters.json            SageMaker: /opt/ml/input/config/; Braket: $AMZN_BRAKET_HP_FILE.
+    hyperparameters.json            SageMaker: /opt/ml/input/config/; Braket: $AMZN_BRAKET_HP_FILE
+                                    (/opt/braket/input/config/hyperparameters.json, via the link).
                                     Keys: byoc_protocol, byoc_payload_sha256 (the digest the
                                     envelope's body must have), byoc_environment (JSON object of
                                     environment variables for the task; Braket has no other way),
@@ -101,8 +112,11 @@ PAYLOAD_DOMAIN = b"byoc-executor payload v1\n"
 RESULT_DOMAIN = b"byoc-executor result v1\n"
 
 # --- environment ---------------------------------------------------------------------------------
-ENV_ML_ROOT = "BYOC_ML_ROOT"  # moves /opt/ml (local mode, tests)
+# The sagemaker-training-toolkit reads this to move /opt/ml outside a container (its
+# environment.py, BASE_PATH_ENV); local mode and tests use it the same way.
+ENV_ML_ROOT = "SAGEMAKER_BASE_DIR"
 DEFAULT_ML_ROOT = "/opt/ml"
+BRAKET_ROOT_NAME = "braket"  # /opt/braket, beside /opt/ml
 # Set for the task: where the service syncs checkpoints with checkpoint_s3_uri, whichever service.
 ENV_TASK_CHECKPOINT_DIR = "BYOC_CHECKPOINT_DIR"
 # Set for the task: this host's name and every host's, when the job has several instances.
@@ -384,28 +398,63 @@ def check_versions(theirs: dict[str, str], what: str) -> None:
 
 
 class JobLayout:
-    """Where this job's inputs and outputs are, under either service's contract."""
+    """Where this job's inputs and outputs are, under either service's contract.
+
+    Nothing here touches the file system: ``problems()`` says what the environment lacks and
+    ``link_braket_root()`` makes the Braket paths exist.
+    """
 
     def __init__(self, environ: dict[str, str] | None = None):
         env = os.environ if environ is None else environ
-        self.ml_root = Path(env.get(ENV_ML_ROOT, DEFAULT_ML_ROOT))
+        self.ml_root = Path(env.get(ENV_ML_ROOT) or DEFAULT_ML_ROOT)
+        self.braket_root = self.ml_root.parent / BRAKET_ROOT_NAME
         self.is_braket = ENV_BRAKET_JOB_NAME in env
         self.service = "braket" if self.is_braket else "sagemaker"
+        self._missing: list[str] = []
         if self.is_braket:
-            self.input_dir = Path(env.get(ENV_BRAKET_INPUT_DIR, self.ml_root / "input" / "data"))
-            self.results_dir = Path(env.get(ENV_BRAKET_JOB_RESULTS_DIR, "/opt/braket/model"))
-            self.hp_file = Path(env.get(ENV_BRAKET_HP_FILE, self.ml_root / "input" / "config" / "hyperparameters.json"))
+            self.input_dir = self._braket_path(env, ENV_BRAKET_INPUT_DIR)
+            self.results_dir = self._braket_path(env, ENV_BRAKET_JOB_RESULTS_DIR)
+            self.hp_file = self._braket_path(env, ENV_BRAKET_HP_FILE)
+            # Set from checkpointConfig.localPath (default /opt/braket/checkpoints) when the job
+            # has a checkpoint configuration; without one the task gets no checkpoint directory.
+            self.checkpoint_dir: Path | None = Path(env[ENV_BRAKET_CHECKPOINT_DIR]) if env.get(ENV_BRAKET_CHECKPOINT_DIR) else None
         else:
             self.input_dir = self.ml_root / "input" / "data"
             self.results_dir = self.ml_root / "model"
             self.hp_file = self.ml_root / "input" / "config" / "hyperparameters.json"
-        if self.is_braket:
-            self.checkpoint_dir = Path(env.get(ENV_BRAKET_CHECKPOINT_DIR, "/opt/jobs/checkpoints"))
-        else:
-            self.checkpoint_dir = self.ml_root / "checkpoints"
+            self.checkpoint_dir = self.ml_root / "checkpoints"  # CheckpointConfig.LocalPath's default
         self.failure_file = self.ml_root / "output" / "failure"
         self.payload_file = self.input_dir / PAYLOAD_CHANNEL / PAYLOAD_FILE
         self.resource_config = self.ml_root / "input" / "config" / "resourceconfig.json"
+
+    def _braket_path(self, env: dict[str, str], name: str) -> Path:
+        value = env.get(name)
+        if not value:
+            self._missing.append(name)
+            return Path("/nonexistent") / name  # never used: problems() reports it first
+        return Path(value)
+
+    def problems(self) -> list[str]:
+        """The contract variables the environment lacks (Braket sets them all for a byoc job)."""
+        return [f"${name} is not set" for name in self._missing]
+
+    def link_braket_root(self) -> None:
+        """Link ``/opt/braket`` to ``/opt/ml``, as AWS's own Braket containers do at start.
+
+        Braket writes the job's files under ``/opt/ml`` and names them under ``/opt/braket``. An
+        existing ``/opt/braket`` is left alone (AWS's container ignores EEXIST the same way).
+
+        Raises:
+            ContractError: the link cannot be made.
+        """
+        if not self.is_braket:
+            return
+        try:
+            os.symlink(self.ml_root, self.braket_root, target_is_directory=True)
+        except FileExistsError:
+            pass
+        except OSError as e:
+            raise ContractError(f"cannot link {self.braket_root} to {self.ml_root} (Braket's layout): {e}") from e
 
     def hosts(self) -> tuple[str, list[str]]:
         """This host's name and all hosts' (SageMaker's resourceconfig.json; one host if absent)."""
@@ -417,6 +466,8 @@ class JobLayout:
         return str(config.get("current_host", hosts[0])), hosts
 
     def hyperparameters(self) -> dict[str, str]:
+        if self.problems():
+            raise ContractError("the Braket job environment is incomplete: " + "; ".join(self.problems()))
         if not self.hp_file.exists():
             raise ContractError(f"no hyperparameters file at {self.hp_file}: the job was not submitted by byoc-executor")
         with open(self.hp_file) as f:
@@ -517,6 +568,7 @@ def execute(layout: JobLayout) -> int:
         The exit code (see the module docstring).
     """
     try:
+        layout.link_braket_root()
         hp = layout.hyperparameters()
         if str(hp.get(HP_PROTOCOL)) != str(PROTOCOL_VERSION):
             raise ContractError(
@@ -540,7 +592,8 @@ def execute(layout: JobLayout) -> int:
                 print(f"byoc-executor: {current} is not the leader of {hosts}; the task runs on {sorted(hosts)[0]}", flush=True)
                 return EXIT_OK
             os.environ.update(json.loads(hp.get(HP_ENVIRONMENT) or "{}"))
-            os.environ[ENV_TASK_CHECKPOINT_DIR] = str(layout.checkpoint_dir)
+            if layout.checkpoint_dir is not None:
+                os.environ[ENV_TASK_CHECKPOINT_DIR] = str(layout.checkpoint_dir)
             os.environ[ENV_TASK_CURRENT_HOST] = current
             os.environ[ENV_TASK_HOSTS] = ",".join(hosts)
             import cloudpickle
@@ -605,8 +658,11 @@ def _fetch_braket_source(layout: JobLayout) -> Callable[[], None]:
     if not expected:
         raise ContractError(f"hyperparameter {HP_SOURCE_SHA256} is missing: refusing to run unverified source")
     uri = os.environ[ENV_BRAKET_SCRIPT_S3_URI]
-    entry = os.environ.get(ENV_BRAKET_SCRIPT_ENTRY_POINT, BRAKET_ENTRY_POINT)
-    compression = os.environ.get(ENV_BRAKET_SCRIPT_COMPRESSION_TYPE, "GZIP").upper()
+    entry = os.environ.get(ENV_BRAKET_SCRIPT_ENTRY_POINT)
+    if not entry:
+        raise ContractError(f"${ENV_BRAKET_SCRIPT_ENTRY_POINT} is not set: the job names no entry point")
+    # Braket's scriptModeConfig.compressionType: GZIP or NONE (absent: NONE, as AWS's container reads it).
+    compression = (os.environ.get(ENV_BRAKET_SCRIPT_COMPRESSION_TYPE) or "NONE").upper()
     bucket, _, key = uri.removeprefix("s3://").partition("/")
     code_dir = Path(tempfile.mkdtemp(prefix="byoc-code-"))
     download = code_dir / (SOURCE_ARCHIVE if compression == "GZIP" else Path(key).name)
@@ -636,6 +692,7 @@ def main(argv: list[str] | None = None) -> int:
     layout = JobLayout()
     if layout.is_braket and ENV_BRAKET_SCRIPT_S3_URI in os.environ:
         try:
+            layout.link_braket_root()
             entry = _fetch_braket_source(layout)
         except Exception as e:
             summary = f"byoc-executor setup failed: cannot load the job's source archive: {type(e).__name__}: {e}"

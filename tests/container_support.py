@@ -266,11 +266,15 @@ class Container:
         run(["buildah", "from", "--pull-never", "--name", name, image], timeout=300)
         return cls(name)
 
-    def run(self, command: list[str], *, env: dict[str, str] | None = None, mounts: tuple[Path, ...] = (), timeout: float = 300) -> subprocess.CompletedProcess:
-        """``buildah run --isolation chroot --network host`` with each mount at the same path."""
+    def run(
+        self, command: list[str], *, env: dict[str, str] | None = None, mounts: tuple[Path | tuple[Path, Path], ...] = (), timeout: float = 300
+    ) -> subprocess.CompletedProcess:
+        """``buildah run --isolation chroot --network host``; a mount is a path (at the same path
+        inside) or a (host path, container path) pair."""
         argv = ["buildah", "run", "--isolation", "chroot", "--network", "host"]
         for m in mounts:
-            argv += ["-v", f"{m}:{m}"]
+            host, inside = m if isinstance(m, tuple) else (m, m)
+            argv += ["-v", f"{host}:{inside}"]
         for k, v in (env or {}).items():
             argv += ["--env", f"{k}={v}"]
         return run([*argv, self.name, "--", *command], check=False, timeout=timeout)

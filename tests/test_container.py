@@ -23,6 +23,7 @@ import os
 import subprocess
 import sys
 import urllib.request
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -60,7 +61,9 @@ def greet_and_double(x: int) -> dict:
     import platform
 
     print(f"running in the image on Python {platform.python_version()}")
-    return {"double": x * 2, "python": platform.python_version(), "ml_root": os.environ.get("BYOC_ML_ROOT")}  # names only: the image has no byoc_executor
+    # Names only: the image has no byoc_executor.
+    return {"double": x * 2, "python": platform.python_version(), "braket_results": os.environ.get("AMZN_BRAKET_JOB_RESULTS_DIR"),
+            "braket_link": os.path.realpath("/opt/braket") if os.path.lexists("/opt/braket") else None}
 
 
 def fail_in_image(message: str) -> None:
@@ -103,32 +106,57 @@ def wrapped(fn, *args) -> tuple:
     return partial(wrapper_fn, TransportableObject(fn), [], []), [TransportableObject(a) for a in args]
 
 
-def lay_out_job(tree: Path, service: str, encoded: codec.EncodedTask, extra_env: dict | None = None) -> dict[str, str]:
-    """Write the payload and hyperparameters where ``service`` puts them; return the job's env."""
+@dataclass
+class JobTree:
+    """A job laid out on the host as the service lays it out; the container sees ``ml`` at /opt/ml."""
+
+    tree: Path
+    env: dict[str, str]
+    hp: dict[str, str]
+
+    @property
+    def ml(self) -> Path:
+        return self.tree / "opt" / "ml"
+
+    @property
+    def model(self) -> Path:
+        """/opt/ml/model: what both services tar to the output path."""
+        return self.ml / "model"
+
+    @property
+    def failure(self) -> Path:
+        return self.ml / "output" / "failure"
+
+
+def lay_out_job(tree: Path, service: str, encoded: codec.EncodedTask, extra_env: dict | None = None) -> JobTree:
+    """Write the payload and hyperparameters where ``service`` puts them (under /opt/ml); the job's env.
+
+    Braket's variables name /opt/braket paths, which do not exist in the image: the entry script
+    must link /opt/braket to /opt/ml first, as AWS's own Braket containers do.
+    """
     ml = tree / "opt" / "ml"
-    env = {contract.ENV_ML_ROOT: str(ml), "HOME": str(tree / "home"), "TMPDIR": str(tree / "tmp")}
+    env = {"HOME": "/root", "TMPDIR": "/tmp"}
     if service == "braket":
         env.update(
             {
                 contract.ENV_BRAKET_JOB_NAME: "cov-image-test",
-                contract.ENV_BRAKET_INPUT_DIR: str(ml / "input" / "data"),
-                contract.ENV_BRAKET_JOB_RESULTS_DIR: str(tree / "opt" / "braket" / "model"),
-                contract.ENV_BRAKET_HP_FILE: str(ml / "input" / "config" / "hyperparameters.json"),
+                contract.ENV_BRAKET_INPUT_DIR: "/opt/braket/input/data",
+                contract.ENV_BRAKET_JOB_RESULTS_DIR: "/opt/braket/model",
+                contract.ENV_BRAKET_HP_FILE: "/opt/braket/input/config/hyperparameters.json",
+                contract.ENV_BRAKET_CHECKPOINT_DIR: "/opt/braket/checkpoints",
                 contract.ENV_BRAKET_DEVICE_ARN: "local:braket/braket_sv",
             }
         )
     env.update(extra_env or {})
-    for d in ("home", "tmp"):
-        (tree / d).mkdir(parents=True, exist_ok=True)
-    layout = contract.JobLayout(env)
-    layout.payload_file.parent.mkdir(parents=True, exist_ok=True)
-    layout.payload_file.write_bytes(encoded.envelope_bytes())
-    layout.hp_file.parent.mkdir(parents=True, exist_ok=True)
+    payload = ml / "input" / "data" / contract.PAYLOAD_CHANNEL / contract.PAYLOAD_FILE
+    payload.parent.mkdir(parents=True, exist_ok=True)
+    payload.write_bytes(encoded.envelope_bytes())
     hp = encoded.hyperparameters()
     if service == "braket":
         hp[contract.HP_SOURCE_SHA256] = hashlib.sha256(cs.source_archive_bytes()).hexdigest()
-    layout.hp_file.write_text(json.dumps(hp))
-    return env
+    (ml / "input" / "config").mkdir(parents=True, exist_ok=True)
+    (ml / "input" / "config" / "hyperparameters.json").write_text(json.dumps(hp))
+    return JobTree(tree, env, hp)
 
 
 def braket_source_env(emulator: Emulator, bucket: str, key: str) -> dict[str, str]:
@@ -146,20 +174,20 @@ def braket_source_env(emulator: Emulator, bucket: str, key: str) -> dict[str, st
     }
 
 
-def run_job_in_image(image: str, tree: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    """``train`` in the image, the job tree mounted at the same path (SageMaker's start)."""
-    return cs.run_in_image(image, ["train"], env=env, mounts=(tree,), timeout=300)
+def run_job_in_image(image: str, job: JobTree) -> subprocess.CompletedProcess:
+    """``train`` in the image (both services start it so), with the job's /opt/ml mounted at /opt/ml."""
+    return cs.run_in_image(image, ["train"], env=job.env, mounts=((job.ml, Path("/opt/ml")),), timeout=300)
 
 
-def outcome(env: dict[str, str]) -> codec.JobOutcome:
-    layout = contract.JobLayout(env)
-    archive = layout.results_dir.parent / "results.tar.gz"
+def outcome(job: JobTree) -> codec.JobOutcome:
+    """What the client makes of the archive the service would tar from /opt/ml/model."""
     import tarfile
 
+    archive = job.tree / "results.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
-        for p in layout.results_dir.iterdir():
+        for p in job.model.iterdir():
             tar.add(p, arcname=p.name)
-    return codec.read_results_archive(str(archive), layout.hyperparameters()[contract.HP_RESULT_KEY])
+    return codec.read_results_archive(str(archive), job.hp[contract.HP_RESULT_KEY])
 
 
 # --- lint -------------------------------------------------------------------------------------------------------
@@ -224,37 +252,44 @@ def test_image_follows_both_start_conventions_and_matches_the_client(job_image: 
 
 def test_sagemaker_contract_round_trip_in_the_image(job_image: str, tmp_path: Path) -> None:
     fn, args = wrapped(greet_and_double, 21)
-    env = lay_out_job(tmp_path, "sagemaker", codec.encode_task(fn, args, {}))
-    done = run_job_in_image(job_image, tmp_path, env)
+    job = lay_out_job(tmp_path, "sagemaker", codec.encode_task(fn, args, {}))
+    done = run_job_in_image(job_image, job)
     assert done.returncode == contract.EXIT_OK, done.stderr
     assert "running in the image on Python 3." in done.stdout
-    result = outcome(env)
+    result = outcome(job)
     value = result.value.get_deserialized()
-    assert value["double"] == 42 and value["ml_root"] == str(tmp_path / "opt" / "ml")
+    assert value["double"] == 42 and value["braket_link"] is None
     assert value["python"].rsplit(".", 1)[0] == contract.runtime_versions()["python"]
     assert "running in the image" in result.stdout
 
 
-def test_braket_contract_fetches_its_source_from_s3_in_the_image(job_image: str, emulator: Emulator, bucket: str, tmp_path: Path) -> None:
+def test_braket_layout_in_the_image_links_opt_braket_and_fetches_the_source(
+    job_image: str, emulator: Emulator, bucket: str, tmp_path: Path
+) -> None:
+    """Braket's real layout: files under /opt/ml, variables naming /opt/braket, which the image lacks."""
+    assert cs.run_in_image(job_image, ["test", "-e", "/opt/braket"]).returncode != 0  # not in the image
     fn, args = wrapped(greet_and_double, 5)
     source = braket_source_env(emulator, bucket, f"image-tests/{tmp_path.name}/source.tar.gz")
-    env = lay_out_job(tmp_path, "braket", codec.encode_task(fn, args, {}), source)
-    done = run_job_in_image(job_image, tmp_path, env)
+    job = lay_out_job(tmp_path, "braket", codec.encode_task(fn, args, {}), source)
+    done = run_job_in_image(job_image, job)
     assert done.returncode == contract.EXIT_OK, done.stderr
-    assert outcome(env).value.get_deserialized()["double"] == 10
-    assert (tmp_path / "opt" / "braket" / "model" / contract.RESULT_FILE).is_file()
+    value = outcome(job).value.get_deserialized()
+    assert value["double"] == 10
+    assert value["braket_results"] == "/opt/braket/model" and value["braket_link"] == "/opt/ml"
+    # The result is in /opt/ml/model: what the service tars to the job's output path.
+    assert (job.model / contract.RESULT_FILE).is_file()
 
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_raising_task_in_the_image(job_image: str, emulator: Emulator, bucket: str, tmp_path: Path, service: str) -> None:
     fn, args = wrapped(fail_in_image, "bad input 9")
     source = braket_source_env(emulator, bucket, f"image-tests/{tmp_path.name}/source.tar.gz") if service == "braket" else {}
-    env = lay_out_job(tmp_path, service, codec.encode_task(fn, args, {}), source)
-    done = run_job_in_image(job_image, tmp_path, env)
+    job = lay_out_job(tmp_path, service, codec.encode_task(fn, args, {}), source)
+    done = run_job_in_image(job_image, job)
     assert done.returncode == contract.EXIT_TASK_RAISED, done.stderr
-    failure = contract.JobLayout(env).failure_file.read_text()
+    failure = job.failure.read_text()
     assert "ImageTaskError" in failure and "bad input 9" in failure
-    result = outcome(env)
+    result = outcome(job)
     # The remote traceback names the task's frame (its source lines are not in the image).
     assert not result.ok and ", in fail_in_image" in result.exception["traceback"]
 
@@ -266,13 +301,13 @@ def test_image_refuses_a_payload_from_another_cloudpickle(job_image: str, tmp_pa
     monkeypatch.setattr(contract, "runtime_versions", lambda: {**real, "cloudpickle": "0.0.1"})
     encoded = codec.encode_task(fn, args, {})
     monkeypatch.undo()
-    env = lay_out_job(tmp_path, "sagemaker", encoded)
-    done = run_job_in_image(job_image, tmp_path, env)
+    job = lay_out_job(tmp_path, "sagemaker", encoded)
+    done = run_job_in_image(job_image, job)
     assert done.returncode == contract.EXIT_SETUP_FAILED, done.stdout + done.stderr
-    reason = contract.JobLayout(env).failure_file.read_text()
+    reason = job.failure.read_text()
     assert f"cloudpickle 0.0.1 (client) vs {real['cloudpickle']} (job)" in reason
     assert "Rebuild the image" in reason
-    assert not (contract.JobLayout(env).results_dir / contract.RESULT_FILE).exists()
+    assert not (job.model / contract.RESULT_FILE).exists()
 
 
 # --- the emulator running jobs in the image -------------------------------------------------------------------

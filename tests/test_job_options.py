@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import cloudpickle
 import covalent as ct
@@ -161,6 +162,13 @@ async def test_interrupted_spot_job_is_followed_to_its_real_end(emulator) -> Non
 
     async def interrupt(listener) -> None:
         name = await running_job(emulator, listener)
+        # Interrupt once the first run has written its checkpoint (its process may still be
+        # importing the task when the job is first seen running).
+        written = Path(emulator.root) / name / "opt" / "ml" / "checkpoints" / "runs.json"
+        for _ in range(600):
+            if written.exists():
+                break
+            await asyncio.sleep(0.05)
         await asyncio.to_thread(emulator.interrupt, name)
 
     ex = executor(emulator, "sagemaker", use_spot=True, checkpoint_s3_uri=f"s3://{BUCKET}/ckpt/spot-{os.getpid()}-{id(emulator)}")

@@ -42,25 +42,34 @@ def make_tree(tmp_path: Path, service: str, function, args=(), kwargs=None, *, t
     """Lay out a job the way the service would, and return its environment."""
     encoded = codec.encode_task(function, list(args), kwargs or {})
     envelope = tamper(encoded.envelope_bytes()) if tamper else encoded.envelope_bytes()
+    env = braket_env(tmp_path) if service == "braket" else {contract.ENV_ML_ROOT: str(tmp_path / "opt" / "ml")}
+    # Both services write the job's files under /opt/ml (Braket names them under /opt/braket,
+    # which does not exist until the entry script links it: see braket_env).
     ml = tmp_path / "opt" / "ml"
-    env = {contract.ENV_ML_ROOT: str(ml)}
-    if service == "braket":
-        env.update(
-            {
-                contract.ENV_BRAKET_JOB_NAME: "cov-test",
-                contract.ENV_BRAKET_INPUT_DIR: str(ml / "input" / "data"),
-                contract.ENV_BRAKET_JOB_RESULTS_DIR: str(tmp_path / "opt" / "braket" / "model"),
-                contract.ENV_BRAKET_HP_FILE: str(ml / "input" / "config" / "hyperparameters.json"),
-            }
-        )
-    layout = contract.JobLayout(env)
-    layout.payload_file.parent.mkdir(parents=True)
-    layout.payload_file.write_bytes(envelope)
+    payload = ml / "input" / "data" / contract.PAYLOAD_CHANNEL / contract.PAYLOAD_FILE
+    payload.parent.mkdir(parents=True)
+    payload.write_bytes(envelope)
     hp = encoded.hyperparameters()
     hp.update(hp_extra or {})
-    layout.hp_file.parent.mkdir(parents=True, exist_ok=True)
-    layout.hp_file.write_text(json.dumps(hp))
+    (ml / "input" / "config").mkdir(parents=True, exist_ok=True)
+    (ml / "input" / "config" / "hyperparameters.json").write_text(json.dumps(hp))
     return env
+
+
+def braket_env(tree: Path) -> dict[str, str]:
+    """The environment Braket gives a job container, relocated under ``tree``.
+
+    As on AWS (Braket SDK ``braket/jobs/local/local_job_container_setup.py``): the variables name
+    paths under /opt/braket, the files are under /opt/ml, and /opt/braket does not exist.
+    """
+    braket = tree / "opt" / "braket"
+    return {
+        contract.ENV_ML_ROOT: str(tree / "opt" / "ml"),
+        contract.ENV_BRAKET_JOB_NAME: "cov-test",
+        contract.ENV_BRAKET_INPUT_DIR: str(braket / "input" / "data"),
+        contract.ENV_BRAKET_JOB_RESULTS_DIR: str(braket / "model"),
+        contract.ENV_BRAKET_HP_FILE: str(braket / "input" / "config" / "hyperparameters.json"),
+    }
 
 
 def read_result(layout: contract.JobLayout) -> codec.JobOutcome:
@@ -89,6 +98,34 @@ def test_round_trip(tmp_path: Path, service: str, capsys: pytest.CaptureFixture)
     assert outcome.stderr == "to stderr\n"
     # What the task printed is also echoed to the job's own streams (the service's logs).
     assert "adding 2 and 3" in capsys.readouterr().out
+
+
+def test_braket_layout_is_linked_as_aws_containers_link_it(tmp_path: Path) -> None:
+    """Braket's files are under /opt/ml, its variables name /opt/braket: the script links the two."""
+    env = make_tree(tmp_path, "braket", add, (2, 3))
+    braket = tmp_path / "opt" / "braket"
+    assert not braket.exists()
+    layout = contract.JobLayout(env)
+    assert contract.execute(layout) == contract.EXIT_OK
+    assert braket.is_symlink() and braket.resolve() == (tmp_path / "opt" / "ml").resolve()
+    # The result lands in /opt/ml/model, which is what the service tars to the output path.
+    assert (tmp_path / "opt" / "ml" / "model" / contract.RESULT_FILE).is_file()
+    assert read_result(layout).value == 5
+
+
+def test_an_existing_braket_directory_is_left_alone(tmp_path: Path) -> None:
+    env = make_tree(tmp_path, "braket", add, (2, 3))
+    (tmp_path / "opt" / "braket").symlink_to(tmp_path / "opt" / "ml")  # linked already (a restart)
+    assert contract.execute(contract.JobLayout(env)) == contract.EXIT_OK
+
+
+@pytest.mark.parametrize("variable", [contract.ENV_BRAKET_HP_FILE, contract.ENV_BRAKET_INPUT_DIR, contract.ENV_BRAKET_JOB_RESULTS_DIR])
+def test_braket_paths_are_never_guessed(tmp_path: Path, variable: str) -> None:
+    env = make_tree(tmp_path, "braket", add, (2, 3))
+    del env[variable]
+    layout = contract.JobLayout(env)
+    assert contract.execute(layout) == contract.EXIT_SETUP_FAILED
+    assert f"${variable} is not set" in layout.failure_file.read_text()
 
 
 @pytest.mark.parametrize("service", ["braket", "sagemaker"])
@@ -310,6 +347,7 @@ def test_replaced_braket_source_is_never_imported(tmp_path: Path, emulator, buck
         {
             contract.ENV_BRAKET_SCRIPT_S3_URI: f"s3://{bucket}/evil/source.tar.gz",
             contract.ENV_BRAKET_SCRIPT_ENTRY_POINT: contract.BRAKET_ENTRY_POINT,
+            contract.ENV_BRAKET_SCRIPT_COMPRESSION_TYPE: "GZIP",
             "AWS_ENDPOINT_URL": emulator.url,
             "AWS_ACCESS_KEY_ID": "x",
             "AWS_SECRET_ACCESS_KEY": "y",
@@ -348,12 +386,20 @@ def test_task_learns_its_checkpoint_dir_and_hosts(tmp_path: Path, service: str, 
         monkeypatch.delenv(name, raising=False)
     env = make_tree(tmp_path, service, read_task_env)
     if service == "braket":
-        env[contract.ENV_BRAKET_CHECKPOINT_DIR] = str(tmp_path / "ckpt")
+        # Where Braket says (checkpointConfig.localPath; the Braket SDK sends /opt/jobs/checkpoints).
+        env[contract.ENV_BRAKET_CHECKPOINT_DIR] = str(tmp_path / "opt" / "jobs" / "checkpoints")
     layout = contract.JobLayout(env)
     assert contract.execute(layout) == contract.EXIT_OK
     value = read_result(layout).value
-    expected = str(tmp_path / "ckpt") if service == "braket" else str(layout.ml_root / "checkpoints")
+    expected = str(tmp_path / "opt" / "jobs" / "checkpoints") if service == "braket" else str(layout.ml_root / "checkpoints")
     assert value == {"BYOC_CHECKPOINT_DIR": expected, "BYOC_CURRENT_HOST": "algo-1", "BYOC_HOSTS": "algo-1"}
+
+
+def test_braket_job_without_a_checkpoint_dir_gets_none(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BYOC_CHECKPOINT_DIR", raising=False)
+    layout = contract.JobLayout(make_tree(tmp_path, "braket", read_task_env))
+    assert contract.execute(layout) == contract.EXIT_OK
+    assert read_result(layout).value["BYOC_CHECKPOINT_DIR"] is None  # no path of the script's own
 
 
 @pytest.mark.parametrize(("current", "all_hosts", "runs"), [("algo-1", "", True), ("algo-2", "", False), ("algo-2", "true", True)])

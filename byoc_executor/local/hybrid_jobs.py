@@ -20,7 +20,9 @@ from byoc_executor.local.validation import split_s3_uri
 
 SERVICE = "braket"
 DEFAULT_MAX_RUNTIME = 432_000  # the model's maximum, and Braket's default (5 days)
-DEFAULT_CHECKPOINT_PATH = "/opt/jobs/checkpoints"  # the Braket SDK's default checkpointConfig.localPath
+# The API's default for checkpointConfig.localPath (braket/2019-09-01 JobCheckpointConfig); the
+# Braket SDK sends /opt/jobs/checkpoints itself.
+DEFAULT_CHECKPOINT_PATH = "/opt/braket/checkpoints"
 DEFAULT_SEARCH_RESULTS = 100
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")
 
@@ -71,14 +73,22 @@ class HybridJob(JobRun):
         return dict(self.request.get("hyperParameters", {}))
 
     def results_dir(self, tree: Path | None = None) -> Path:
-        return (tree or self.tree) / "opt" / "braket" / "model"
+        # Braket, like SageMaker, tars /opt/ml/model; the container reaches it as /opt/braket/model.
+        return (tree or self.tree) / "opt" / "ml" / "model"
 
     def checkpoint_uri(self) -> str | None:
         return (self.request.get("checkpointConfig") or {}).get("s3Uri") or None
 
+    def _local_checkpoint_path(self) -> str:
+        return (self.request.get("checkpointConfig") or {}).get("localPath") or DEFAULT_CHECKPOINT_PATH
+
     def checkpoint_dir(self, tree: Path) -> Path:
-        local = (self.request.get("checkpointConfig") or {}).get("localPath") or DEFAULT_CHECKPOINT_PATH
-        return tree / local.lstrip("/")
+        # What the service writes before the container starts lives under /opt/ml: /opt/braket
+        # must not exist yet (the container links it to /opt/ml), so /opt/braket/x is /opt/ml/x.
+        local = Path(self._local_checkpoint_path())
+        if local.is_relative_to("/opt/braket"):
+            return tree / "opt" / "ml" / local.relative_to("/opt/braket")
+        return tree / str(local).lstrip("/")
 
     def instance_count(self) -> int:
         return int(self.request["instanceConfig"].get("instanceCount") or 1)
@@ -98,14 +108,14 @@ class HybridJob(JobRun):
     def contract_env(self, tree: Path) -> dict[str, str]:
         script = self.request.get("algorithmSpecification", {}).get("scriptModeConfig", {})
         out_bucket, out_prefix = split_s3_uri(self.request["outputDataConfig"]["s3Path"])
-        ml_root = tree / "opt" / "ml"
+        braket_root = tree / "opt" / "braket"  # not there until the container links it to opt/ml
         env = {
             byoc_entry.ENV_BRAKET_JOB_NAME: self.name,
             byoc_entry.ENV_BRAKET_DEVICE_ARN: self.device,
-            byoc_entry.ENV_BRAKET_JOB_RESULTS_DIR: str(self.results_dir(tree)),
-            byoc_entry.ENV_BRAKET_CHECKPOINT_DIR: str(self.checkpoint_dir(tree)),
-            byoc_entry.ENV_BRAKET_HP_FILE: str(ml_root / "input" / "config" / "hyperparameters.json"),
-            byoc_entry.ENV_BRAKET_INPUT_DIR: str(ml_root / "input" / "data"),
+            byoc_entry.ENV_BRAKET_JOB_RESULTS_DIR: str(braket_root / "model"),
+            byoc_entry.ENV_BRAKET_CHECKPOINT_DIR: str(tree / self._local_checkpoint_path().lstrip("/")),
+            byoc_entry.ENV_BRAKET_HP_FILE: str(braket_root / "input" / "config" / "hyperparameters.json"),
+            byoc_entry.ENV_BRAKET_INPUT_DIR: str(braket_root / "input" / "data"),
             byoc_entry.ENV_BRAKET_OUT_S3_BUCKET: out_bucket,
             byoc_entry.ENV_BRAKET_TASK_RESULTS_S3_URI: f"s3://{out_bucket}/jobs/{self.name}/tasks",
             byoc_entry.ENV_BRAKET_JOB_RESULTS_S3_PATH: f"{out_prefix}/output".lstrip("/"),
