@@ -99,7 +99,7 @@ async def main(args: argparse.Namespace) -> None:
             dispatch_id = str(uuid.uuid4()) if args.dispatch_per_electron else dispatch
             fn = partial(wrapper_fn, TransportableObject(sleep_for), [], [])
             _, _, stderr, status = await ex.execute(fn, [TransportableObject(seconds)], {}, dispatch_id, "/tmp", i)
-            returned[listener.job_handles[0]["job_id"].rsplit("/", 1)[-1]] = time.time()
+            returned[listener.job_handles[0]["job_name"]] = time.time()
             await listener.close()
             assert str(status) == "COMPLETED", stderr
 

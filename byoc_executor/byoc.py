@@ -11,11 +11,13 @@ job, record its handle, follow it to a terminal state, download and verify the r
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import io
+import json
 import logging
 import os
-import random
+import socket
 import tarfile
 import tempfile
 import time
@@ -27,10 +29,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 from covalent._shared_files.config import get_config
 from covalent._shared_files.exceptions import TaskCancelledError, TaskRuntimeError
 from covalent.executor.base import AsyncBaseExecutor
+from covalent.executor.utils import Signals
 
-from byoc_executor import aws, codec, results_watch, storage
+from byoc_executor import aws, codec, policy, storage
 from byoc_executor.container import byoc_entry as contract
-from byoc_executor.errors import BYOCError, ResourceNotFoundError, ResultError
+from byoc_executor.errors import BYOCError, FollowError, ResourceNotFoundError, ResultError
+from byoc_executor.follow import Cancelled, JobFollower
 from byoc_executor.joblogs import LogFollower
 from byoc_executor.services import JobService, JobState, JobStatus, StagedTask, stage
 from byoc_executor.services.braket import BraketJobs, create_job_request
@@ -42,17 +46,12 @@ _EXECUTOR_PLUGIN_DEFAULTS = defaults()
 
 log = logging.getLogger(__name__)
 
-FIRST_POLL = 0.25  # seconds; polling backs off from here to poll_freq
-POLL_BACKOFF = 1.5
-WATCHED_POLL_BACKOFF = 2.0  # status calls back off faster while S3 is watched for the results archive
-WATCHED_FIRST_POLL = 2.0  # and wait at least this long after the job is first seen running
-LOG_FIRST_READ = 5.0  # seconds from the job seen running to the first read of its logs
-LOG_POLL = 2.0  # the shortest pause between two reads of the job's logs
-LOG_POLL_MAX = 30.0  # the longest, for a job that has been quiet for a while
-QUEUE_ALLOWANCE = 24 * 3600  # how long past max_runtime a job may sit queued before we give up
-CANCEL_WAIT = 300  # how long to follow a cancelled job to its end
 LOG_TAIL_LINES = 40
-CANCEL_CHECK = 1.0  # seconds between two questions to Covalent's dispatcher: was this node cancelled?
+DISPATCHER_TIMEOUT = 5.0  # Covalent's own wait for an answer of its dispatcher (executor/base.py)
+HANDLE_PATIENCE = 3600.0  # how long the job handle's answer is awaited (beside the following)
+SUBMIT_RETRY_FOR = 600.0  # how long a create that fails transiently is retried (it is idempotent)
+COLLECT_RETRY_FOR = 600.0  # how long a result download that fails transiently is retried
+EXIT_CANCEL_TIMEOUT = 30.0  # at server shutdown, how long the cancel of a running job may take
 BUCKET_CHECK_TTL = 300.0  # a bucket found reachable is not asked about again for this long
 
 
@@ -100,6 +99,9 @@ class BYOCExecutor(AsyncBaseExecutor):
         kms_key_id: str | None = None,
         reservation_arn: str | None = None,
         run_on_all_hosts: bool | None = None,
+        queue_timeout: int | None = None,
+        on_server_exit: str | None = None,
+        tag_objects: bool | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -129,6 +131,7 @@ class BYOCExecutor(AsyncBaseExecutor):
         dispatch_id, node_id = task_metadata["dispatch_id"], task_metadata["node_id"]
         service: JobService | None = None
         encoded: codec.EncodedTask | None = None
+        settings: Settings | None = None
         job_id = ""
         ended = False
         try:
@@ -137,10 +140,11 @@ class BYOCExecutor(AsyncBaseExecutor):
                 settings.check_against_models()  # microseconds once the model has been read
             else:
                 await asyncio.to_thread(settings.check_against_models)  # the first read: ~100 ms
-            if await self._cancel_requested():
+            if await self._cancel_requested_if_answered():
                 raise TaskCancelledError(f"node {node_id} was cancelled before its job was submitted")
             encoded = await asyncio.to_thread(codec.encode_task, function, args, kwargs)
-            staged = stage(settings, dispatch_id, node_id, encoded.hyperparameters())
+            staged = stage(settings, dispatch_id, node_id, encoded.hyperparameters(), server=server_identity())
+            request = _request(settings, staged)  # pure, and checked before anything is uploaded
             target = aws.AWSTarget.of(settings)
             clients = aws.pool()
             s3 = await clients.client("s3", target)
@@ -148,165 +152,84 @@ class BYOCExecutor(AsyncBaseExecutor):
             await _check_bucket(s3, target, settings.s3_bucket_name)
             await self._upload(s3, settings, staged, encoded)
             await _discard(encoded)  # the payload is in S3 now: its spill file, if any, is not needed
-            request = _request(settings, staged)
-            job_id = await service.submit(request)
+            job_id = await _submit(service, request)
             region = await clients.region(target)
-            await self.set_job_handle({"service": settings.service, "job_id": job_id, "region": region})
+            self._record_handle({"service": settings.service, "job_id": job_id, "job_name": staged.job_name, "region": region})
             log.info("%s:%s submitted as %s job %s", dispatch_id, node_id, settings.service, job_id)
-            follower = LogFollower(await clients.client("logs", target), service.log_group, f"{staged.job_name}/")
+            logs = LogFollower(await clients.client("logs", target), service.log_group, service.log_stream_prefix(job_id, staged.job_name))
             # The dispatch's running jobs' archives are watched with one listing of its prefix.
-            status = await self._follow(service, job_id, settings, follower, s3, staged.dispatch_prefix)
+            follower = JobFollower(service, job_id, settings, _Electron(self), logs, s3, staged.dispatch_prefix)
+            status = await follower.follow()
             ended = True
-            value = await self._collect(s3, status, settings, encoded.result_key, follower)
+            value = await self._collect(s3, status, settings, encoded.result_key, logs)
             if not settings.keep_artifacts:
                 await _delete_artifacts(s3, staged)
             return value
+        except asyncio.CancelledError:
+            # The Covalent server is shutting down: its event loop cancels the running tasks. A job
+            # left running would bill until max_runtime with nobody to collect its value.
+            if job_id and not ended and service is not None and settings is not None:
+                await _cancel_at_exit(service, job_id, settings, self._stderr)
+            raise
+        except Cancelled as e:
+            raise TaskCancelledError(str(e)) from e
         except (TaskCancelledError, TaskRuntimeError):
             raise
+        except FollowError as e:
+            message = str(e)
+            ended = True  # the follower has done what the job needed (cancelled it, or found it gone)
         except BYOCError as e:
             message = str(e)
         except (BotoCoreError, ClientError, OSError, RuntimeError, asyncio.TimeoutError) as e:
-            # Lost contact with AWS (after botocore's retries), or with Covalent's dispatcher.
             message = f"{type(e).__name__}: {e}"
         finally:
             if encoded is not None:
                 await _discard(encoded)
+            reader = self.__dict__.get("_byoc_reader")
+            if reader is not None and not reader.done() and "_byoc_pending" in self.__dict__ and not any(
+                not f.done() for f in self._byoc_pending if f is not self.__dict__.get("_byoc_open_question")
+            ):
+                reader.cancel()  # only an unanswered cancel question is left: nobody needs its answer
         if job_id and not ended and service is not None:
             message += await _abandon(service, job_id)
         self._stderr(f"byoc executor: {message}\n")
         raise TaskRuntimeError(message)
 
     async def _upload(self, s3: Any, settings: Settings, staged: StagedTask, encoded: codec.EncodedTask) -> None:
-        await storage.upload(s3, staged.payload, encoded.pieces(), settings.tags, settings.kms_key_id)
+        await storage.upload(s3, staged.payload, encoded.pieces(), staged.object_tags, settings.kms_key_id)
         if settings.service == "braket":
-            await storage.put_bytes(s3, staged.source, _source_archive(), settings.tags, settings.kms_key_id)
+            await storage.put_bytes(s3, staged.source, _source_archive(), staged.object_tags, settings.kms_key_id)
 
-    async def _follow(
-        self, service: JobService, job_id: str, settings: Settings, follower: LogFollower, s3: Any, group_prefix: str = ""
-    ) -> JobStatus:
-        """Follow the job to its end; cancel it if Covalent asks. Every wait is bounded.
+    def _record_handle(self, handle: dict[str, Any]) -> None:
+        """Give Covalent the job's handle (for ``cancel()``), retrying while its dispatcher is slow.
 
-        Status calls back off from FIRST_POLL to ``poll_freq`` (with jitter), so a long job costs
-        few of them: the job APIs have low request-rate limits per account. What makes the end
-        seen promptly is a cheaper signal: while the job runs, the executor watches S3 (whose rate
-        limits are orders of magnitude higher) for the results archive, through one listing of
-        the dispatch's prefix shared by all its running jobs (``results_watch``). The archive is
-        uploaded before the service reports the job ended, so once it appears the status is
-        polled fast again until the job is terminal.
-
-        While the job runs, its new log lines go to this process's log (the Covalent server's:
-        Covalent 0.240 publishes a node's stdout/stderr only when the node ends), LOG_FIRST_READ
-        seconds after it starts running, then every LOG_POLL seconds while it prints and less often
-        (up to LOG_POLL_MAX) while it is quiet, and once more after the end; its progress events go to the
-        node's stderr as ``[byoc]`` lines. Whether Covalent cancelled the node is asked every
-        CANCEL_CHECK seconds.
+        It runs beside the following: a slow dispatcher must not hold up, let alone end, the job.
         """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + settings.max_runtime + QUEUE_ALLOWANCE
-        interval = FIRST_POLL
-        # A job just submitted is queued: the first status call can wait FIRST_POLL.
-        next_status = loop.time() + FIRST_POLL
-        next_cancel_check = loop.time()
-        next_logs: float | None = None  # set when the job is first seen running
-        log_interval = LOG_POLL
-        last: JobState | None = None
-        cancelling_since: float | None = None
-        result_seen = False
-        reported = 0
-        results: storage.S3Location | None = None
-        watcher: results_watch.ArchiveWatcher | None = None
-        try:
-            while True:
-                now = loop.time()
-                if now >= next_status:
-                    status = await service.describe(job_id)
-                    results = storage.S3Location.parse(status.results_uri)
-                    for event in status.progress[reported:]:
-                        self._stderr(f"[byoc] {settings.service} job {status.job_id}: {event}\n")
-                        log.info("job %s: %s", job_id, event)
-                    reported = max(reported, len(status.progress))
-                    if status.state is not last:
-                        log.info("job %s: %s (%s)", job_id, status.raw_status, status.detail)
-                        if last is not None and status.state is not JobState.RUNNING:
-                            # A change may bring the next one soon (CANCELLING: the end); the first
-                            # answer and RUNNING do not (the end is watched through S3 below), so
-                            # status calls keep backing off then.
-                            interval = FIRST_POLL
-                        last = status.state
-                    if status.state.terminal:
-                        for line in await follower.poll(final=True):
-                            log.info("job %s | %s", job_id, line)
-                        # Covalent may have cancelled the job itself (``cancel()`` on another executor
-                        # instance) between two of this loop's questions about it.
-                        if cancelling_since is not None or (status.state is JobState.CANCELLED and await self._cancel_requested()):
-                            raise TaskCancelledError(f"job {job_id} was cancelled ({status.raw_status})")
-                        return status
-                    if status.state is JobState.RUNNING and not result_seen and cancelling_since is None:
-                        # While S3 is watched for the end, status calls only catch a job that ends
-                        # without leaving an archive (a crash, a lost instance): the next one comes
-                        # WATCHED_FIRST_POLL after the job was seen running, then backs off faster.
-                        interval = min(max(interval * WATCHED_POLL_BACKOFF, WATCHED_FIRST_POLL), settings.poll_freq)
-                        next_status = now + interval * random.uniform(0.8, 1.0)
-                    else:
-                        next_status = now + interval * random.uniform(0.8, 1.0)
-                        interval = min(interval * POLL_BACKOFF, settings.poll_freq)
-                running = last in (JobState.RUNNING, JobState.CANCELLING, JobState.UNKNOWN)
-                if running and next_logs is None:
-                    # A job that has just started has little to read yet, and all of a short job's
-                    # lines come with the read after its end.
-                    next_logs = now + LOG_FIRST_READ
-                if running and now >= next_logs:  # type: ignore[operator]
-                    lines = await follower.poll()
-                    for line in lines:
-                        log.info("job %s | %s", job_id, line)
-                    # A quiet job is read less and less often; one that prints, every LOG_POLL.
-                    log_interval = LOG_POLL if lines else min(log_interval * POLL_BACKOFF, LOG_POLL_MAX)
-                    next_logs = now + log_interval
-                probing = last is JobState.RUNNING and not result_seen and results is not None
-                if probing and watcher is None:
-                    watcher = results_watch.watch(s3, results, group_prefix, settings.poll_freq)  # type: ignore[arg-type]
-                elif not probing and watcher is not None:
-                    watcher.close()
-                    watcher = None
-                if watcher is not None and watcher.seen.is_set():
-                    watcher.close()
-                    watcher, result_seen, interval, next_status = None, True, FIRST_POLL, now  # the end is near
-                    continue
-                if cancelling_since is None and now >= next_cancel_check:
-                    next_cancel_check = now + CANCEL_CHECK
-                    if await self._cancel_requested():
-                        log.info("cancel requested: cancelling job %s", job_id)
-                        await service.cancel(job_id)
-                        cancelling_since, next_status, interval = now, now, FIRST_POLL  # follow it closely to its end
-                if cancelling_since is not None and now - cancelling_since > CANCEL_WAIT:
-                    raise TaskCancelledError(f"job {job_id} was asked to cancel {CANCEL_WAIT}s ago and is still {last}")
-                if now > deadline:
-                    await service.cancel(job_id)
-                    raise ResultError(
-                        f"job {job_id} is still {last} after max_runtime + {QUEUE_ALLOWANCE}s; it was cancelled", job_id=job_id
-                    )
-                wake = min(next_status, deadline + 0.01)
-                if running and next_logs is not None:
-                    wake = min(wake, next_logs)
-                if cancelling_since is None:
-                    wake = min(wake, next_cancel_check)
-                else:
-                    wake = min(wake, cancelling_since + CANCEL_WAIT + 0.01)
-                delay = max(0.0, wake - loop.time())
-                if watcher is not None:
-                    await watcher.wait(delay)  # wakes early when the archive appears
-                else:
-                    await asyncio.sleep(delay)
-        finally:
-            if watcher is not None:
-                watcher.close()
 
-    async def _collect(self, s3: Any, status: JobStatus, settings: Settings, result_key: str, follower: LogFollower) -> Any:
+        async def record() -> None:
+            try:
+                # Sent once: the dispatcher answers in order, however late (see _dispatcher_call).
+                await self._dispatcher_call(Signals.PUT, ("job_handle", json.dumps(handle)), patience=HANDLE_PATIENCE)
+            except (asyncio.TimeoutError, RuntimeError) as e:
+                log.error("Covalent did not take the job handle of %s (%s): a cancel from Covalent reaches the job "
+                          "only through run()", handle["job_id"], type(e).__name__)
+
+        if "_send_queue" not in self.__dict__:
+            return  # outside a Covalent dispatch (no runtime queues)
+        task = asyncio.get_running_loop().create_task(record())
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+
+    async def _collect(self, s3: Any, status: JobStatus, settings: Settings, result_key: str, logs: LogFollower) -> Any:
         """Turn a terminal job into the electron's value, or a TaskRuntimeError that says why."""
         try:
             outcome = await _fetch_outcome(s3, status, result_key)
         except ResourceNotFoundError:
             outcome = codec.JobOutcome(ok=False, has_result=False)
+        if not outcome.has_result:
+            # Nothing authenticated came back: the log's last lines are the diagnosis, and
+            # CloudWatch delivers them seconds after they were written.
+            await logs.settle()
         if not outcome.has_result and (outcome.stdout or outcome.stderr):
             self._stderr("byoc executor: the job left no result; what it printed before it ended (unauthenticated):\n")
         self._stdout(outcome.stdout)
@@ -328,7 +251,7 @@ class BYOCExecutor(AsyncBaseExecutor):
             raise TaskRuntimeError(f"{exc.get('type')}: {exc.get('message')}")
         if status.state is JobState.COMPLETED:
             raise ResultError(f"job {status.job_id} completed but left no result at {status.results_uri}", job_id=status.job_id)
-        tail = "\n".join(list(follower.lines)[-LOG_TAIL_LINES:])
+        tail = "\n".join(list(logs.lines)[-LOG_TAIL_LINES:])
         reason = status.failure_reason or "(the service gave no reason)"
         message = f"{settings.service} job {status.job_id} ended {status.raw_status}: {reason}"
         self._stderr(f"byoc executor: {message}\n")
@@ -361,7 +284,54 @@ class BYOCExecutor(AsyncBaseExecutor):
         # Outside a Covalent dispatch (no runtime queues), nobody can request a cancel.
         if "_send_queue" not in self.__dict__:
             return False
-        return bool(await self.get_cancel_requested())
+        return bool(await self._dispatcher_call(Signals.GET, "cancel_requested"))
+
+    async def _cancel_requested_if_answered(self) -> bool:
+        """The cancel question before submission: a dispatcher too slow to answer is a "no" (the
+        follower asks again every second once the job exists)."""
+        try:
+            return await self._cancel_requested()
+        except (asyncio.TimeoutError, RuntimeError) as e:
+            log.warning("Covalent's dispatcher did not answer whether node was cancelled (%s); going on", type(e).__name__)
+            return False
+
+    async def _dispatcher_call(self, action: Signals, body: Any, patience: float = DISPATCHER_TIMEOUT) -> Any:
+        """One request to Covalent's dispatcher over the executor's runtime queues.
+
+        The dispatcher answers the requests in order. Covalent's own ``_notify_sync`` stops
+        waiting after DISPATCHER_TIMEOUT seconds, but the answer still comes later and is then
+        taken as the answer to the next request. Here each request has its own future, resolved
+        in order by one reader: an answer that comes late resolves its own request, and a cancel
+        question still unanswered is not asked again.
+
+        Raises:
+            asyncio.TimeoutError: no answer within ``patience`` seconds (the request stays pending).
+            RuntimeError: the dispatcher failed to handle the request.
+        """
+        pending = self.__dict__.setdefault("_byoc_pending", collections.deque())
+        question = (action, body) if action == Signals.GET else None
+        answer = self.__dict__.get("_byoc_open_question") if question is not None else None
+        if answer is None or answer.done():
+            answer = asyncio.get_running_loop().create_future()
+            pending.append(answer)
+            self._notify(action, body)
+            if question is not None:
+                self._byoc_open_question = answer
+            reader = self.__dict__.get("_byoc_reader")
+            if reader is None or reader.done():
+                self._byoc_reader = asyncio.get_running_loop().create_task(self._read_dispatcher_answers(pending))
+        return await asyncio.wait_for(asyncio.shield(answer), patience)
+
+    async def _read_dispatcher_answers(self, pending: collections.deque) -> None:
+        while pending:
+            ok, body = await self._recv_queue.get()
+            answer = pending.popleft()
+            if answer.done():
+                continue
+            if ok is False:
+                answer.set_exception(RuntimeError("Covalent's dispatcher failed to handle a request of this executor"))
+            else:
+                answer.set_result(body)
 
     def _stdout(self, text: str) -> None:
         if text and self.task_stdout is not None:
@@ -370,6 +340,32 @@ class BYOCExecutor(AsyncBaseExecutor):
     def _stderr(self, text: str) -> None:
         if text and self.task_stderr is not None:
             self.task_stderr.write(text)
+
+
+class _Electron:
+    """The node's side of following a job (``follow.Node``): its stderr, Covalent's cancel question."""
+
+    def __init__(self, executor: BYOCExecutor):
+        self._executor = executor
+
+    def progress(self, line: str) -> None:
+        self._executor._stderr(f"[byoc] {line}\n")
+
+    async def cancel_requested(self) -> bool:
+        return await self._executor._cancel_requested()
+
+
+_background: set[asyncio.Task] = set()  # tasks that must not be garbage-collected while they run
+
+
+def server_identity() -> str:
+    """Which Covalent server follows this process's jobs: ``<host>:<dispatcher port>`` (the
+    ``byoc:server`` tag, so that a restarted server can tell its own jobs from others')."""
+    try:
+        port = get_config("dispatcher.port")
+    except KeyError:
+        port = ""
+    return f"{socket.gethostname()}:{port}"
 
 
 def _config_section() -> dict[str, Any]:
@@ -406,8 +402,20 @@ async def _fetch_outcome(s3: Any, status: JobStatus, result_key: str) -> codec.J
         paths.append(path)
         return path
 
+    loop = asyncio.get_running_loop()
+    give_up, pause = loop.time() + COLLECT_RETRY_FOR, 1.0
     try:
-        archive = await storage.download(s3, storage.S3Location.parse(status.results_uri), spill_file)
+        while True:
+            try:
+                archive = await storage.download(s3, storage.S3Location.parse(status.results_uri), spill_file)
+                break
+            except (BYOCError, BotoCoreError, OSError, asyncio.TimeoutError) as e:
+                # The result is safe in S3 either way; a passing condition is waited out.
+                if policy.classify(e) is not policy.Verdict.TRANSIENT or loop.time() + pause > give_up:
+                    raise
+                log.warning("downloading the result of %s failed (%s); retrying", status.job_id, policy.describe(e))
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 60.0)
         # Even a small archive may unpack to a large value: verify and unpickle off the loop.
         return await asyncio.to_thread(codec.read_results_archive, archive, result_key)
     finally:
@@ -433,6 +441,41 @@ async def _check_bucket(s3: Any, target: aws.AWSTarget, bucket: str) -> None:
         return
     await storage.head_bucket(s3, bucket)
     _buckets_seen[key] = time.monotonic()
+
+
+async def _submit(service: JobService, request: dict[str, Any]) -> str:
+    """Create the job, retrying what the policy calls transient: the create is idempotent (Braket's
+    clientToken, SageMaker's name), so a retry whose first attempt took effect adopts that job."""
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + SUBMIT_RETRY_FOR
+    pause = 1.0
+    while True:
+        try:
+            return await service.submit(request)
+        except (BYOCError, BotoCoreError, OSError, asyncio.TimeoutError) as e:
+            if policy.classify(e) is not policy.Verdict.TRANSIENT or loop.time() + pause > give_up:
+                raise
+            log.warning("creating the job failed (%s); retrying in %.0f s", policy.describe(e), pause)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 60.0)
+
+
+async def _cancel_at_exit(service: JobService, job_id: str, settings: Settings, stderr: Callable[[str], None]) -> None:
+    """The server is shutting down while ``job_id`` runs: cancel it, unless ``on_server_exit = "keep"``.
+
+    Shielded, so the request is sent and answered before the task lets the loop close.
+    """
+    if settings.on_server_exit == "keep":
+        log.warning("the Covalent server is stopping; job %s keeps running (on_server_exit = keep): "
+                    "collect its value with `byoc-executor result %s`", job_id, job_id)
+        return
+    try:
+        await asyncio.shield(asyncio.wait_for(service.cancel(job_id), EXIT_CANCEL_TIMEOUT))
+        log.warning("the Covalent server is stopping: job %s was cancelled (on_server_exit = cancel)", job_id)
+        stderr(f"byoc executor: the Covalent server stopped; {settings.service} job {job_id} was cancelled\n")
+    except (BYOCError, BotoCoreError, OSError, asyncio.TimeoutError, asyncio.CancelledError) as e:
+        log.error("the Covalent server is stopping and job %s could not be cancelled (%s): stop it yourself "
+                  "(`byoc-executor cancel %s`)", job_id, e, job_id)
 
 
 async def _abandon(service: JobService, job_id: str) -> str:

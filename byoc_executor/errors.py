@@ -28,8 +28,10 @@ class TaskEncodingError(BYOCError):
 class AWSError(BYOCError):
     """An AWS call failed for a reason retries do not fix."""
 
-    def __init__(self, operation: str, code: str, message: str, *, resource: str = ""):
+    def __init__(self, operation: str, code: str, message: str, *, resource: str = "", http_status: int = 0):
         self.operation, self.code, self.message, self.resource = operation, code, message, resource
+        self.http_status = http_status
+        """The answer's HTTP status (0: unknown)."""
         where = f" ({resource})" if resource else ""
         super().__init__(f"{operation} failed{where}: {code}: {message}")
 
@@ -70,6 +72,10 @@ class ResultError(JobError):
     """The job ended but its result is missing, truncated or fails verification."""
 
 
+class FollowError(JobError):
+    """Following a job ended on a definitive answer (policy.py) or a deadline, not on the job's end."""
+
+
 # AWS error code -> exception class. Codes, never message text, decide.
 _BY_CODE: dict[str, type[AWSError]] = {
     "AccessDenied": AccessDeniedError,
@@ -105,4 +111,5 @@ def raise_aws_error(exc: Exception, operation: str, resource: str = "") -> NoRet
     error = response.get("Error", {})
     code = str(error.get("Code", type(exc).__name__))
     message = str(error.get("Message", "") or exc)
-    raise _BY_CODE.get(code, AWSError)(operation, code, message, resource=resource) from exc
+    status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    raise _BY_CODE.get(code, AWSError)(operation, code, message, resource=resource, http_status=status) from exc

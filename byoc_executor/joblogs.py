@@ -25,6 +25,12 @@ FINAL_ATTEMPTS = 6  # reads of the logs after the job ended, while the Logs API 
 THROTTLED = {"ThrottlingException", "Throttling", "TooManyRequestsException"}
 STREAM_REFRESH = 30.0  # seconds between two listings of the job's streams, once one is known
 KEPT_LINES = 2000  # what a failed node's stderr gets at most
+# CloudWatch Logs makes events readable seconds after they were written (the Braket SDK's log
+# tailer reads once more after a job's end for that reason). settle() reads until the streams have
+# been quiet this long; AWS publishes no bound for the lag, so this is a choice.
+SETTLE_QUIET = 6.0
+SETTLE_PAUSE = 1.5
+SETTLE_MAX = 30.0
 
 
 class LogFollower:
@@ -71,6 +77,23 @@ class LogFollower:
                 log.warning("could not reach the logs of %s/%s*: %s", self._group, self._prefix, e)
                 break
         self.lines.extend(new)
+        return new
+
+    async def settle(self) -> list[str]:
+        """Keep reading after the job's end until nothing new has come for SETTLE_QUIET seconds
+        (at most SETTLE_MAX): the last lines of a job that died are the ones a diagnosis needs,
+        and they are the last to reach CloudWatch. Returns what came meanwhile."""
+        start = quiet_since = time.monotonic()
+        new: list[str] = []
+        while time.monotonic() - start < SETTLE_MAX:
+            await asyncio.sleep(SETTLE_PAUSE)
+            lines = await self.poll(final=True)
+            now = time.monotonic()
+            if lines:
+                new += lines
+                quiet_since = now
+            elif now - quiet_since >= SETTLE_QUIET:
+                break
         return new
 
     async def _streams(self) -> list[str]:

@@ -23,6 +23,12 @@ from urllib.parse import urlparse
 from byoc_executor.errors import ConfigurationError
 
 SERVICES = ("braket", "sagemaker")
+ON_SERVER_EXIT = ("cancel", "keep")
+# Default queue allowances (settings.effective_queue_timeout), in seconds. Not AWS limits: choices.
+QUEUE_TIMEOUT_DEFAULT = 24 * 3600  # simulators and on-demand instances: a day is already abnormal
+QUEUE_TIMEOUT_QPU = 7 * 24 * 3600  # QPU queues (and devices' availability windows) can take days
+QUEUE_TIMEOUT_RESERVATION = 30 * 24 * 3600  # a Braket Direct reservation may be booked weeks ahead
+QUEUE_TIMEOUT_MAX = 90 * 24 * 3600
 SV1 = "arn:aws:braket:::device/quantum-simulator/amazon/sv1"
 
 # API bounds, from the botocore models where they state them and from the service docs where not.
@@ -49,7 +55,27 @@ _ENV_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,511}$")
 S3_URI = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")
 _SUBNET = re.compile(r"^subnet-[0-9a-f]{8,17}$")
 _SECURITY_GROUP = re.compile(r"^sg-[0-9a-f]{8,17}$")
-_KMS_KEY = re.compile(r"^(arn:aws[a-z\-]*:kms:[a-z0-9-]+:\d{12}:(key|alias)/[A-Za-z0-9/_-]+|[0-9a-f-]{36}|alias/[A-Za-z0-9/_-]+)$")
+# KMS keys as the fields that take them accept them (botocore sagemaker/2017-07-24
+# OutputDataConfig.KmsKeyId: key id, key ARN, alias name, alias ARN; ResourceConfig.VolumeKmsKeyId:
+# key id or key ARN only).
+_KMS_KEY_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$|^mrk-[0-9a-f]{32}$")
+_KMS_KEY_ARN = re.compile(r"^arn:aws[a-z\-]*:kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]+$")
+_KMS_ALIAS = re.compile(r"^(arn:aws[a-z\-]*:kms:[a-z0-9-]+:\d{12}:)?alias/[A-Za-z0-9/_-]+$")
+# Tags (S3 object tags, SageMaker's Tag shape, Braket's TagsMap): keys 1-128 characters, values at
+# most 256, letters, digits, spaces and _.:/=+-@; the aws: prefix is AWS's own.
+_TAG_TEXT = re.compile(r"^[\w\s.:/=+\-@]*$")
+TAG_KEY_MAX, TAG_VALUE_MAX = 128, 256
+JOB_TAGS_MAX = 50  # CreateTrainingJob Tags (TagList max 50); Braket allows at most 50 per resource
+OBJECT_TAGS_MAX = 10  # S3: an object carries at most 10 tags
+BYOC_TAG_PREFIX = "byoc:"
+# The tags byoc-executor puts on every job and S3 object (services.stage): dispatch, node, executor.
+BYOC_OBJECT_TAGS = 3
+BYOC_JOB_TAGS = 4  # the object tags and the server's
+# SageMaker's Environment (TrainingEnvironmentMap): at most 100 entries, keys and values at most 512.
+SAGEMAKER_ENV_MAX, SAGEMAKER_ENV_VALUE_MAX = 100, 512
+# Braket has no environment field: it travels as one JSON hyperparameter (HyperParametersValueString
+# max 2500 in braket/2019-09-01).
+BRAKET_HP_VALUE_MAX = 2500
 _RESERVATION = re.compile(r"^arn:aws[a-z\-]*:braket:[a-z0-9-]+:\d{12}:reservation/[A-Za-z0-9-]+$")
 # Options one service has and the other does not, with how the other is told so.
 _SAGEMAKER_ONLY = {
@@ -102,6 +128,9 @@ class Settings:
     kms_key_id: str = _setting("", "KMS key for the S3 payloads and results (SSE-KMS on every upload), the job's output and (SageMaker) its volume.")
     reservation_arn: str = _setting("", "Braket only: the ARN of a Braket Direct reservation; the job's quantum tasks run in that dedicated window.")
     run_on_all_hosts: bool = _setting(False, "With instance_count > 1, run the task on every host (BYOC_CURRENT_HOST / BYOC_HOSTS tell it which); default: on the first host only.")
+    queue_timeout: int = _setting(0, "Seconds a job may wait in the service's queue (QUEUED; SageMaker: Starting) before the executor cancels it. 0: a default for the kind of job (README, \"Deadlines\").")
+    on_server_exit: str = _setting("cancel", 'What happens to a running job when the Covalent server shuts down: "cancel" it (the node ends CANCELLED), or "keep" it running (collect its value later with `byoc-executor result`).')
+    tag_objects: bool = _setting(True, "Put `tags` on the task's S3 objects too (S3 allows 10 tags per object, 3 of them byoc-executor's: at most 7 of yours). false: tag only the jobs.")
 
     # -- checks -----------------------------------------------------------------------------------
 
@@ -179,19 +208,65 @@ class Settings:
         limit = BRAKET_MAX_RUNTIME if self.service == "braket" else SAGEMAKER_MAX_RUNTIME
         if not 1 <= self.max_runtime <= limit:
             add(ConfigurationError("max_runtime", f"is {self.max_runtime} s", f"{self.service} accepts 1 to {limit} seconds"))
+        if not 0 <= self.queue_timeout <= QUEUE_TIMEOUT_MAX:
+            add(ConfigurationError("queue_timeout", f"is {self.queue_timeout} s", f"use 0 (the default for the kind of job) to {QUEUE_TIMEOUT_MAX} seconds"))
+        if self.on_server_exit not in ON_SERVER_EXIT:
+            add(ConfigurationError("on_server_exit", f"is {self.on_server_exit!r}", 'use "cancel" or "keep"'))
         if not 0 < self.poll_freq <= 3600:
             add(ConfigurationError("poll_freq", f"is {self.poll_freq}", "use a number of seconds above 0 and at most 3600"))
-        bad_names = [name for name in self.environment if not _ENV_NAME.match(name)]
-        if bad_names:
-            add(ConfigurationError("environment", f"{bad_names[0]!r} is not a valid variable name", "use letters, digits and _"))
-        if len(self.tags) > 50:
-            add(ConfigurationError("tags", f"has {len(self.tags)} tags", "AWS allows at most 50 per resource"))
+        problems += self._environment_problems()
+        problems += self._tag_problems()
         if self.endpoint_url:
             url = urlparse(self.endpoint_url)
             if url.scheme not in ("http", "https") or not url.hostname:
                 add(ConfigurationError("endpoint_url", f"{self.endpoint_url!r} is not an http(s) URL", "e.g. http://127.0.0.1:4566"))
         problems += self._job_option_problems()
         return problems
+
+    def _environment_problems(self) -> list[ConfigurationError]:
+        """The variable names, and the limits of the field that carries them to the job."""
+        bad_names = [name for name in self.environment if not _ENV_NAME.match(name)]
+        if bad_names:
+            return [ConfigurationError("environment", f"{bad_names[0]!r} is not a valid variable name", "use letters, digits and _")]
+        if self.service == "sagemaker":
+            if len(self.environment) > SAGEMAKER_ENV_MAX:
+                return [ConfigurationError("environment", f"has {len(self.environment)} variables", f"SageMaker's Environment takes at most {SAGEMAKER_ENV_MAX}")]
+            long = [k for k, v in self.environment.items() if len(v) > SAGEMAKER_ENV_VALUE_MAX]
+            if long:
+                return [ConfigurationError(
+                    "environment", f"value of {long[0]!r} has {len(self.environment[long[0]])} characters",
+                    f"SageMaker's Environment takes values of at most {SAGEMAKER_ENV_VALUE_MAX}: pass large values as an argument of the electron",
+                )]
+        elif self.environment and len(braket_environment(self.environment)) > BRAKET_HP_VALUE_MAX:
+            size = len(braket_environment(self.environment))
+            return [ConfigurationError(
+                "environment", f"takes {size} characters as JSON",
+                f"Braket carries it in one hyperparameter of at most {BRAKET_HP_VALUE_MAX} characters: pass large values as an argument of the electron",
+            )]
+        return []
+
+    def _tag_problems(self) -> list[ConfigurationError]:
+        """Tag keys and values as AWS accepts them, and how many fit on a job and on an S3 object."""
+        for key, value in self.tags.items():
+            if not 1 <= len(key) <= TAG_KEY_MAX or len(value) > TAG_VALUE_MAX or not (_TAG_TEXT.match(key) and _TAG_TEXT.match(value)):
+                return [ConfigurationError(
+                    "tags", f"has the tag {key!r}: {value!r}",
+                    f"keys take 1-{TAG_KEY_MAX} and values at most {TAG_VALUE_MAX} letters, digits, spaces and _.:/=+-@",
+                )]
+            for reserved in ("aws:", BYOC_TAG_PREFIX):
+                if key.lower().startswith(reserved):
+                    return [ConfigurationError("tags", f"has the key {key!r}", f"the prefix {reserved} is reserved: rename it")]
+        room = JOB_TAGS_MAX - BYOC_JOB_TAGS
+        if len(self.tags) > room:
+            return [ConfigurationError("tags", f"has {len(self.tags)} tags", f"a job carries at most {JOB_TAGS_MAX}, {BYOC_JOB_TAGS} of them byoc-executor's: give at most {room}")]
+        room = OBJECT_TAGS_MAX - BYOC_OBJECT_TAGS
+        if self.tag_objects and len(self.tags) > room:
+            return [ConfigurationError(
+                "tags", f"has {len(self.tags)} tags, and tag_objects puts them on the task's S3 objects",
+                f"S3 allows {OBJECT_TAGS_MAX} tags per object, {BYOC_OBJECT_TAGS} of them byoc-executor's: give at most {room}, "
+                "or set tag_objects = false to tag only the jobs",
+            )]
+        return []
 
     def _job_option_problems(self) -> list[ConfigurationError]:
         """The options of issue 7: spot, warm pools, networking, encryption, checkpoints, reservations."""
@@ -223,11 +298,46 @@ class Settings:
                     add(ConfigurationError(name, problem, f"use at most {most} ids such as {example}"))
         if self.checkpoint_s3_uri and not S3_URI.match(self.checkpoint_s3_uri):
             add(ConfigurationError("checkpoint_s3_uri", f"{self.checkpoint_s3_uri!r} is not an S3 URI", "use s3://<bucket>/<prefix>"))
-        if self.kms_key_id and not _KMS_KEY.match(self.kms_key_id):
-            add(ConfigurationError("kms_key_id", f"{self.kms_key_id!r} is not a KMS key", "use a key ARN, a key id or alias/<name>"))
+        if self.kms_key_id:
+            problems += self._kms_problems()
         if self.reservation_arn and self.service == "braket" and not _RESERVATION.match(self.reservation_arn):
             add(ConfigurationError("reservation_arn", f"{self.reservation_arn!r} is not a Braket reservation ARN", "use arn:aws:braket:<region>:<account>:reservation/<id>"))
         return problems
+
+    def _kms_problems(self) -> list[ConfigurationError]:
+        key = self.kms_key_id
+        if not (_KMS_KEY_ID.match(key) or _KMS_KEY_ARN.match(key) or _KMS_ALIAS.match(key)):
+            return [ConfigurationError("kms_key_id", f"{key!r} is not a KMS key", "use a key ARN, a key id, alias/<name> or an alias ARN")]
+        if self.encrypts_volume and _KMS_ALIAS.match(key):
+            return [ConfigurationError(
+                "kms_key_id", f"{key!r} is an alias, and it also encrypts the {self.instance_type} job's volume",
+                "SageMaker's VolumeKmsKeyId takes a key id or key ARN only: give the key's ARN",
+            )]
+        return []
+
+    @property
+    def encrypts_volume(self) -> bool:
+        """Whether ``kms_key_id`` goes to SageMaker's ``VolumeKmsKeyId``: only for an instance type
+        without local instance storage, whose volume SageMaker may encrypt with it."""
+        return bool(self.kms_key_id) and self.service == "sagemaker" and not has_instance_storage(self.instance_type)
+
+    @property
+    def effective_queue_timeout(self) -> int:
+        """``queue_timeout``, or the default for this kind of job (README, "Deadlines").
+
+        Nothing is billed while a job waits, but a forgotten one may start days later and then
+        bill. QPU queues and Braket Direct reservations legitimately take days; SageMaker's spot
+        jobs are bounded by the service itself (MaxWaitTimeInSeconds includes the wait).
+        """
+        if self.queue_timeout:
+            return self.queue_timeout
+        if self.service == "braket":
+            if self.reservation_arn:
+                return QUEUE_TIMEOUT_RESERVATION
+            return QUEUE_TIMEOUT_QPU if ":device/qpu/" in self.device else QUEUE_TIMEOUT_DEFAULT
+        if self.use_spot:
+            return self.spot_max_wait
+        return QUEUE_TIMEOUT_DEFAULT
 
     @property
     def spot_max_wait(self) -> int:
@@ -277,6 +387,31 @@ def is_loopback_host(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+# Instance families whose instances have local NVMe instance storage, which SageMaker uses instead of
+# an EBS volume and which is encrypted by the instance's hardware. SageMaker refuses VolumeKmsKeyId for
+# them (botocore sagemaker/2017-07-24 ResourceConfig.VolumeKmsKeyId; ResourceConfig.VolumeSizeInGB names
+# ml.p4d, ml.g4dn and ml.g5), per EC2's instance store table. A family not listed is taken to have EBS
+# only: the key is sent, and should AWS disagree it refuses the request at once (no job, no cost).
+_INSTANCE_STORE_FAMILIES = frozenset({
+    "g4dn", "g5", "g6", "g6e", "p3dn", "p4d", "p4de", "p5", "p5e", "p5en", "p6-b200", "p6-b300", "p6e-gb200",
+    "trn1", "trn1n", "trn2",
+})
+_D_FAMILY = re.compile(r"^[a-z]+\d+[a-z]*d$")  # m5d, c5d, r5d, m6id, c6id, r6id, ...
+
+
+def has_instance_storage(instance_type: str) -> bool:
+    """Whether ``ml.<family>.<size>`` has local instance storage (see _INSTANCE_STORE_FAMILIES)."""
+    family = instance_type.split(".")[1] if instance_type.count(".") >= 2 else ""
+    return family in _INSTANCE_STORE_FAMILIES or bool(_D_FAMILY.match(family))
+
+
+def braket_environment(environment: dict[str, str]) -> str:
+    """How ``environment`` travels in a Braket job's hyperparameters: one JSON object."""
+    import json
+
+    return json.dumps(environment, sort_keys=True)
 
 
 def defaults() -> dict[str, Any]:

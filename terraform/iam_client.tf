@@ -5,9 +5,11 @@
 
 data "aws_iam_policy_document" "server_common" {
   statement {
-    sid       = "TaskArtifacts"
-    effect    = "Allow"
-    actions   = ["s3:PutObject", "s3:GetObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]
+    sid    = "TaskArtifacts"
+    effect = "Allow"
+    # PutObjectTagging: every upload carries the task's tags (a PutObject or multipart upload with
+    # Tagging is authorized as s3:PutObject AND s3:PutObjectTagging).
+    actions   = ["s3:PutObject", "s3:PutObjectTagging", "s3:GetObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]
     resources = [local.prefix_objects]
   }
 
@@ -107,10 +109,11 @@ data "aws_iam_policy_document" "server_sagemaker" {
   count = var.enable_sagemaker ? 1 : 0
 
   # Only jobs named like the executor's (cov-...). AddTags: CreateTrainingJob with Tags needs it.
+  # ListTags: `byoc-executor jobs` and a restarted server find the executor's jobs by their tags.
   statement {
     sid       = "TrainingJobs"
     effect    = "Allow"
-    actions   = ["sagemaker:CreateTrainingJob", "sagemaker:DescribeTrainingJob", "sagemaker:StopTrainingJob", "sagemaker:AddTags"]
+    actions   = ["sagemaker:CreateTrainingJob", "sagemaker:DescribeTrainingJob", "sagemaker:StopTrainingJob", "sagemaker:AddTags", "sagemaker:ListTags"]
     resources = ["arn:${local.partition}:sagemaker:${var.region}:${local.account}:training-job/${local.job_name_prefix}*"]
   }
 

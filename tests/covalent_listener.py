@@ -16,12 +16,23 @@ from covalent.executor.utils import Signals
 
 
 class Listener:
+    """Answers an executor's messages in order, as Covalent's dispatcher does.
+
+    ``slow(seconds, for_seconds)`` makes it answer each message ``seconds`` late during the next
+    ``for_seconds`` (a busy dispatcher: Covalent's executors give up waiting after 5 s).
+    """
+
     def __init__(self, executor: Any):
         self.executor = executor
         self.job_handles: list[Any] = []
         self.cancel_requested = False
+        self.messages = 0
+        self._delay, self._slow_until = 0.0, 0.0
         executor._init_runtime(loop=asyncio.get_running_loop())
         self._task = asyncio.create_task(self._watch())
+
+    def slow(self, seconds: float, for_seconds: float) -> None:
+        self._delay, self._slow_until = seconds, asyncio.get_running_loop().time() + for_seconds
 
     async def _watch(self) -> None:
         send, recv = self.executor._send_queue, self.executor._recv_queue
@@ -29,6 +40,9 @@ class Listener:
             action, body = await send.get()
             if action == Signals.EXIT:
                 return
+            self.messages += 1
+            if asyncio.get_running_loop().time() < self._slow_until:
+                await asyncio.sleep(self._delay)
             if action == Signals.GET and body == "cancel_requested":
                 recv.put_nowait((True, self.cancel_requested))
             elif action == Signals.GET and body == "version_info":

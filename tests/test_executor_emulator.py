@@ -108,8 +108,9 @@ def jobs_named(emulator: Emulator, service: str, name: str) -> list[dict]:
 
 
 def job_name_of(listener: Listener) -> str:
+    """The job's name, as the job handle records it (a Braket ARN ends in a UUID, not the name)."""
     (handle,) = listener.job_handles
-    return handle["job_id"].rsplit("/", 1)[-1]
+    return handle["job_name"]
 
 
 @pytest.mark.parametrize("service", SERVICES)

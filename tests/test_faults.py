@@ -254,7 +254,7 @@ async def test_logs_throttling_neither_fails_electrons_nor_loses_log_lines(emula
     # Every line of every job reached CloudWatch: the emulator's own shipping is never throttled...
     logs = boto(emulator, "logs")
     for r, tag in zip(results[len(ok):], tags):
-        name = r.job_handles[0]["job_id"].rsplit("/", 1)[-1]
+        name = r.job_handles[0]["job_name"]
         group = "/aws/braket/jobs" if r.job_handles[0]["service"] == "braket" else "/aws/sagemaker/TrainingJobs"
         streams = logs.describe_log_streams(logGroupName=group, logStreamNamePrefix=f"{name}/")["logStreams"]
         events = logs.get_log_events(logGroupName=group, logStreamName=streams[0]["logStreamName"], startFromHead=True)["events"]
@@ -364,7 +364,7 @@ async def test_result_tampered_while_the_job_runs_with_the_real_wrapper(emulator
     async def arm_when_running(listener: Listener) -> None:
         while not listener.job_handles:
             await asyncio.sleep(0.05)
-        name = listener.job_handles[0]["job_id"].rsplit("/", 1)[-1]
+        name = listener.job_handles[0]["job_name"]
         while not any(j["name"] == name and j["pid"] for j in emulator.jobs()):
             await asyncio.sleep(0.05)
         status, answer = await asyncio.to_thread(admin, emulator, "POST", f"jobs/{name}/tamper", {"action": "flip-byte", "member": byoc_entry.RESULT_FILE})
@@ -373,7 +373,7 @@ async def test_result_tampered_while_the_job_runs_with_the_real_wrapper(emulator
     r = await run(service, emulator, leave_mark, str(mark), 2.0, meanwhile=arm_when_running)
     assert r.status == RESULT_STATUS.FAILED and VERIFICATION_FAILED.search(r.stderr), r.stderr
     assert r.value is None and not mark.exists()
-    name = r.job_handles[0]["job_id"].rsplit("/", 1)[-1]
+    name = r.job_handles[0]["job_name"]
     assert "flipped byte" in emulator.job_faults.applied(name)[0]["detail"]
     # Too late now: the job has uploaded its result, so a new tampering would never apply.
     status, answer = admin(emulator, "POST", f"jobs/{name}/tamper", {"action": "delete"})
@@ -473,32 +473,3 @@ def test_cli_local_injects_faults(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.wait(15)
-
-
-def sleep_then_square(x: int) -> int:
-    time.sleep(300)  # far longer than botocore's retries take to give up on the status calls
-    return x * x
-
-
-@pytest.mark.parametrize(
-    ("service", "describe", "cancel"),
-    [("braket", "GetJob", "CancelJob"), ("sagemaker", "DescribeTrainingJob", "StopTrainingJob")],
-)
-async def test_a_job_that_can_no_longer_be_followed_is_cancelled(emulator: Emulator, service: str, describe: str, cancel: str) -> None:
-    """Status calls fail for good (after botocore's retries) mid-run: the node fails and the job does not run on."""
-    dispatch = f"lost-{uuid.uuid4()}"
-    name = job_name(dispatch, 3)
-
-    async def lose_contact(listener) -> None:
-        while not listener.job_handles:
-            await asyncio.sleep(0.05)
-        emulator.faults = FaultPlan({service: FaultRule(1.0, kinds={"500": 1.0}, operations=(describe,))})
-
-    r = await run(service, emulator, sleep_then_square, 3, dispatch_id=dispatch, meanwhile=lose_contact)
-    assert r.status == RESULT_STATUS.FAILED
-    assert "could not be followed, so it was cancelled" in r.stderr, r.stderr
-    emulator.clear_faults()
-    deadline = time.monotonic() + 30
-    while (status := next(j["status"] for j in emulator.jobs() if j["name"] == name)) not in ("CANCELLED", "Stopped"):
-        assert time.monotonic() < deadline, status
-        await asyncio.sleep(0.2)

@@ -72,7 +72,8 @@ def test_braket_request() -> None:
     }
     assert request["instanceConfig"] == {"instanceType": "ml.m5.large", "instanceCount": 1, "volumeSizeInGb": 30}
     assert request["stoppingCondition"] == {"maxRuntimeInSeconds": 3600}
-    assert request["tags"] == {"team": "q"}
+    # The user's tags, and byoc-executor's own (they let `byoc-executor jobs` find the job later).
+    assert request["tags"] == {"team": "q", "byoc:dispatch": "dispatch-1", "byoc:node": "4", "byoc:executor": "byoc-executor"}
 
 
 def test_sagemaker_request() -> None:
@@ -88,7 +89,7 @@ def test_sagemaker_request() -> None:
     assert request["ResourceConfig"] == {"InstanceType": "ml.g5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30}
     assert request["StoppingCondition"] == {"MaxRuntimeInSeconds": 60}
     assert request["Environment"] == {"A": "1"}
-    assert request["Tags"] == [{"Key": "team", "Value": "q"}]
+    assert {t["Key"]: t["Value"] for t in request["Tags"]} == {"team": "q", **_byoc_tags(request)}
     assert contract.HP_ENVIRONMENT not in request["HyperParameters"]
 
 
@@ -123,6 +124,101 @@ def test_sagemaker_status_translation() -> None:
     assert stopped.state is JobState.CANCELLED
     limit = sagemaker.status_from_training_job(_training_job("Stopped", "MaxRuntimeExceeded"))
     assert limit.state is JobState.FAILED and "MaxRuntimeExceeded" in limit.failure_reason
+
+
+def _byoc_tags(request: dict) -> dict:
+    tags = {t["Key"]: t["Value"] for t in request["Tags"]}
+    return {k: v for k, v in tags.items() if k.startswith("byoc:")}
+
+
+def test_every_job_and_object_is_tagged_with_its_dispatch_node_and_executor() -> None:
+    s = settings(service="sagemaker", tags={"team": "q"})
+    staged = stage(s, "dispatch-9", 12, {}, server="host-a:48008")
+    ours = {"byoc:dispatch": "dispatch-9", "byoc:node": "12", "byoc:executor": "byoc-executor"}
+    assert staged.job_tags == {"team": "q", **ours, "byoc:server": "host-a:48008"}
+    assert staged.object_tags == {"team": "q", **ours}
+    assert len(staged.object_tags) <= 10  # S3's limit per object
+    only_jobs = settings(service="sagemaker", tags={"team": "q"}, tag_objects=False)
+    assert stage(only_jobs, "d", 1, {}).object_tags == {"byoc:dispatch": "d", "byoc:node": "1", "byoc:executor": "byoc-executor"}
+
+
+def test_braket_log_streams_follow_the_arn_format() -> None:
+    # Today's ARNs end in a UUID and the streams are <jobName>/<uuid>/algo-1-...; older ARNs ended
+    # in the name (the Braket SDK's AwsQuantumJob._logs_prefix).
+    uuid_arn = "arn:aws:braket:us-west-2:123456789012:job/6e9f7d5a-1b2c-4d3e-8f90-0a1b2c3d4e5f"
+    assert braket.log_stream_prefix(uuid_arn, "cov-x") == "cov-x/6e9f7d5a-1b2c-4d3e-8f90-0a1b2c3d4e5f/"
+    assert braket.log_stream_prefix("arn:aws:braket:us-west-2:123456789012:job/cov-x", "cov-x") == "cov-x/"
+
+
+def test_braket_queue_position_is_read_from_queue_info() -> None:
+    job = {
+        "jobArn": "arn:aws:braket:us-east-1:123456789012:job/6e9f7d5a-1b2c-4d3e-8f90-0a1b2c3d4e5f",
+        "jobName": "cov-x",
+        "status": "QUEUED",
+        "outputDataConfig": {"s3Path": "s3://bkt/p/output"},
+        "queueInfo": {"queue": "JOBS_QUEUE", "position": ">15"},
+    }
+    assert braket.status_from_job(job).queue_position == ">15"
+    job.update(status="RUNNING", queueInfo={"queue": "JOBS_QUEUE", "position": "None", "message": "Job is in RUNNING status."})
+    assert braket.status_from_job(job).queue_position == ""
+
+
+@pytest.mark.parametrize(
+    ("instance_type", "has_volume_key"),
+    [("ml.m5.large", True), ("ml.c5.xlarge", True), ("ml.p3.2xlarge", True), ("ml.g5.xlarge", False), ("ml.g4dn.xlarge", False),
+     ("ml.p4d.24xlarge", False), ("ml.p3dn.24xlarge", False), ("ml.r5d.large", False), ("ml.trn1.2xlarge", False), ("ml.g6e.xlarge", False)],
+)
+def test_volume_key_only_where_sagemaker_takes_one(instance_type: str, has_volume_key: bool) -> None:
+    """SageMaker refuses VolumeKmsKeyId for instance types with local storage (botocore's model)."""
+    s = settings(service="sagemaker", instance_type=instance_type, kms_key_id=KMS)
+    s.check_against_models()
+    request = sagemaker.create_training_job_request(s, stage(s, "d", 1, {}))
+    assert request["OutputDataConfig"]["KmsKeyId"] == KMS
+    assert ("VolumeKmsKeyId" in request["ResourceConfig"]) is has_volume_key
+
+
+def test_an_alias_may_encrypt_output_but_not_a_volume() -> None:
+    from byoc_executor.errors import ConfigurationError
+
+    on_local_storage = settings(service="sagemaker", instance_type="ml.g5.xlarge", kms_key_id="alias/team-q")
+    on_local_storage.check_shapes()  # the alias goes only to OutputDataConfig.KmsKeyId, which takes one
+    with pytest.raises(ConfigurationError) as err:
+        settings(service="sagemaker", instance_type="ml.m5.large", kms_key_id="alias/team-q").check_shapes()
+    assert err.value.setting == "kms_key_id" and "VolumeKmsKeyId takes a key id or key ARN" in str(err.value)
+    settings(kms_key_id="alias/team-q").check_shapes()  # Braket: output only
+
+
+@pytest.mark.parametrize(
+    ("over", "fragment"),
+    [
+        ({"tags": {f"t{i}": "v" for i in range(8)}}, "at most 7, or set tag_objects = false"),
+        ({"tags": {f"t{i}": "v" for i in range(47)}, "tag_objects": False}, "at most 46"),
+        ({"tags": {"aws:x": "v"}}, "aws: is reserved"),
+        ({"tags": {"byoc:dispatch": "v"}}, "byoc: is reserved"),
+        ({"tags": {"k": "v" * 257}}, "at most 256"),
+        ({"tags": {"k": "a;b"}}, "letters, digits"),
+        ({"service": "sagemaker", "environment": {f"V{i}": "x" for i in range(101)}}, "at most 100"),
+        ({"service": "sagemaker", "environment": {"V": "x" * 513}}, "values of at most 512"),
+        ({"environment": {"V": "x" * 2500}}, "one hyperparameter of at most 2500 characters"),
+    ],
+)
+def test_limits_are_refused_with_the_setting_and_the_limit(over: dict, fragment: str) -> None:
+    from byoc_executor.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError) as err:
+        settings(**over).check_shapes()
+    assert err.value.setting in ("tags", "environment")
+    assert fragment in str(err.value)
+
+
+def test_limits_at_their_edge_are_accepted() -> None:
+    settings(tags={f"t{i}": "v" for i in range(7)}).check_shapes()
+    settings(tags={f"t{i}": "v" for i in range(46)}, tag_objects=False).check_shapes()
+    settings(service="sagemaker", environment={f"V{i}": "x" * 512 for i in range(100)}).check_shapes()
+    big = settings(environment={"V": "x" * 2480})
+    big.check_shapes()
+    hp = braket.create_job_request(big, stage(big, "d", 1, {}), "ab" * 32)["hyperParameters"]
+    assert max(len(v) for v in hp.values()) <= 2500
 
 
 def test_braket_status_translation() -> None:
@@ -210,6 +306,7 @@ def test_braket_job_options_reach_the_request() -> None:
         ({"service": "sagemaker", "subnets": ["vpc-1"], "security_group_ids": ["sg-0abc1234"]}, "subnets", "subnet-0abc1234"),
         ({"checkpoint_s3_uri": "bkt/ckpt"}, "checkpoint_s3_uri", "s3://"),
         ({"kms_key_id": "my key"}, "kms_key_id", "alias/<name>"),
+        ({"kms_key_id": "key/1234"}, "kms_key_id", "a key ARN, a key id"),
         ({"reservation_arn": "reservation-1"}, "reservation_arn", "reservation/<id>"),
         ({"subnets": "subnet-0abc1234"}, "subnets", "list of strings"),
     ],

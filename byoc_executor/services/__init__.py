@@ -65,6 +65,18 @@ class JobStatus:
     log_group: str = ""
     log_stream_prefix: str = ""
     progress: list[str] = field(default_factory=list)
+    queue_position: str = ""
+    """Braket: the job's place in its queue while it waits (``queueInfo.position``, e.g. "3" or ">15")."""
+
+
+# The tags byoc-executor puts on what it creates (settings.BYOC_OBJECT_TAGS / BYOC_JOB_TAGS count them):
+# they say which dispatch and node a job or object is for, so that ``byoc-executor jobs`` finds them
+# after the Covalent server is gone.
+TAG_DISPATCH = "byoc:dispatch"
+TAG_NODE = "byoc:node"
+TAG_EXECUTOR = "byoc:executor"
+TAG_SERVER = "byoc:server"  # jobs only: the Covalent server that follows the job
+EXECUTOR_TAG_VALUE = "byoc-executor"
 
 
 @dataclass
@@ -76,6 +88,10 @@ class StagedTask:
     base: S3Location
     task_hyperparameters: dict[str, str] = field(repr=False)
     """From ``EncodedTask.hyperparameters()``: how the job verifies the payload and signs the result."""
+    job_tags: dict[str, str] = field(default_factory=dict)
+    """The job's tags: the user's and byoc-executor's."""
+    object_tags: dict[str, str] = field(default_factory=dict)
+    """The tags of every S3 object the task uploads (S3 allows 10)."""
 
     @property
     def dispatch_prefix(self) -> str:
@@ -118,13 +134,26 @@ def client_token(dispatch_id: str, node_id: int | str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"byoc-executor:{dispatch_id}:{node_id}"))
 
 
-def stage(settings: Settings, dispatch_id: str, node_id: int | str, task_hyperparameters: dict[str, str]) -> StagedTask:
+def stage(
+    settings: Settings, dispatch_id: str, node_id: int | str, task_hyperparameters: dict[str, str], server: str = ""
+) -> StagedTask:
+    """Decide the electron's job name, token, S3 locations and tags (pure: nothing is sent).
+
+    Args:
+        server: the identity of the Covalent server that follows the job (``byoc:server`` tag).
+    """
     prefix = "/".join(p for p in (settings.s3_prefix.strip("/"), str(dispatch_id), f"node-{node_id}") if p)
+    ours = {TAG_DISPATCH: str(dispatch_id), TAG_NODE: str(node_id), TAG_EXECUTOR: EXECUTOR_TAG_VALUE}
+    job_tags = {**settings.tags, **ours}
+    if server:
+        job_tags[TAG_SERVER] = server
     return StagedTask(
         job_name=job_name(dispatch_id, node_id),
         client_token=client_token(dispatch_id, node_id),
         base=S3Location(settings.s3_bucket_name, prefix),
         task_hyperparameters=dict(task_hyperparameters),
+        job_tags=job_tags,
+        object_tags={**(settings.tags if settings.tag_objects else {}), **ours},
     )
 
 
@@ -147,4 +176,11 @@ class JobService(Protocol):
         """The job's current status."""
 
     async def cancel(self, job_id: str) -> None:
-        """Ask the service to cancel or stop the job; a job already ended is left alone."""
+        """Ask the service to cancel or stop the job; a job already ended is left alone.
+
+        Raises:
+            ResourceNotFoundError: no such job.
+        """
+
+    def log_stream_prefix(self, job_id: str, job_name: str) -> str:
+        """The prefix of the job's CloudWatch log streams in ``log_group``."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -10,7 +9,7 @@ from botocore.exceptions import ClientError
 from byoc_executor.container import byoc_entry as contract
 from byoc_executor.errors import raise_aws_error
 from byoc_executor.services import JobState, JobStatus, StagedTask, hyperparameters, map_state
-from byoc_executor.settings import Settings
+from byoc_executor.settings import Settings, braket_environment
 
 LOG_GROUP = "/aws/braket/jobs"
 
@@ -35,7 +34,7 @@ def create_job_request(settings: Settings, staged: StagedTask, source_sha256: st
     hp[contract.HP_SOURCE_SHA256] = source_sha256
     if settings.environment:
         # CreateJob has no environment field: the runner applies this before the task runs.
-        hp[contract.HP_ENVIRONMENT] = json.dumps(settings.environment, sort_keys=True)
+        hp[contract.HP_ENVIRONMENT] = braket_environment(settings.environment)
     request: dict[str, Any] = {
         "clientToken": staged.client_token,
         "jobName": staged.job_name,
@@ -63,8 +62,8 @@ def create_job_request(settings: Settings, staged: StagedTask, source_sha256: st
     }
     if settings.run_on_all_hosts:
         hp[contract.HP_ALL_HOSTS] = "true"
-    if settings.tags:
-        request["tags"] = dict(settings.tags)
+    if staged.job_tags:
+        request["tags"] = dict(staged.job_tags)
     if settings.checkpoint_s3_uri:
         request["checkpointConfig"] = {"s3Uri": settings.checkpoint_s3_uri}
     if settings.kms_key_id:
@@ -75,10 +74,18 @@ def create_job_request(settings: Settings, staged: StagedTask, source_sha256: st
     return request
 
 
+def log_stream_prefix(job_arn: str, job_name: str) -> str:
+    """``<jobName>/<uuid>/`` for a job whose ARN ends in a UUID (today's ARNs), ``<jobName>/`` for
+    one whose ARN ends in its name (older ARNs): the Braket SDK's ``AwsQuantumJob._logs_prefix``."""
+    last = job_arn.rsplit("/", 1)[-1]
+    return f"{job_name}/" if last == job_name else f"{job_name}/{last}/"
+
+
 def status_from_job(job: dict[str, Any]) -> JobStatus:
     """A GetJob answer in the project's vocabulary."""
     raw = job.get("status", "")
     events = job.get("events") or []
+    position = str((job.get("queueInfo") or {}).get("position") or "")
     return JobStatus(
         job_id=job["jobArn"],
         state=map_state(STATES, raw, "braket"),
@@ -87,8 +94,9 @@ def status_from_job(job: dict[str, Any]) -> JobStatus:
         failure_reason=job.get("failureReason", ""),
         results_uri=f"{job['outputDataConfig']['s3Path'].rstrip('/')}/output/model.tar.gz",
         log_group=LOG_GROUP,
-        log_stream_prefix=f"{job['jobName']}/",
+        log_stream_prefix=log_stream_prefix(job["jobArn"], job["jobName"]),
         progress=[f"{e.get('eventType', '')}: {e.get('message', '')}".rstrip(": ") for e in events],
+        queue_position="" if position == "None" else position,  # the API says "None" once it runs
     )
 
 
@@ -111,10 +119,14 @@ class BraketJobs:
 
     async def describe(self, job_id: str) -> JobStatus:
         try:
-            job = await self._client.get_job(jobArn=job_id)
+            # queueInfo comes only when asked for (braket/2019-09-01 GetJob additionalAttributeNames).
+            job = await self._client.get_job(jobArn=job_id, additionalAttributeNames=["QueueInfo"])
         except ClientError as e:
             raise_aws_error(e, "GetJob", job_id)
         return status_from_job(job)
+
+    def log_stream_prefix(self, job_id: str, job_name: str) -> str:
+        return log_stream_prefix(job_id, job_name)
 
     async def cancel(self, job_id: str) -> None:
         try:

@@ -7,7 +7,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from byoc_executor.container import byoc_entry as contract
-from byoc_executor.errors import raise_aws_error
+from byoc_executor.errors import ResourceNotFoundError, raise_aws_error
 from byoc_executor.services import JobState, JobStatus, StagedTask, hyperparameters, map_state
 from byoc_executor.settings import Settings
 
@@ -60,8 +60,8 @@ def create_training_job_request(settings: Settings, staged: StagedTask) -> dict[
         request["HyperParameters"][contract.HP_ALL_HOSTS] = "true"
     if settings.environment:
         request["Environment"] = dict(settings.environment)
-    if settings.tags:
-        request["Tags"] = [{"Key": k, "Value": v} for k, v in settings.tags.items()]
+    if staged.job_tags:
+        request["Tags"] = [{"Key": k, "Value": v} for k, v in staged.job_tags.items()]
     if settings.use_spot:
         request["EnableManagedSpotTraining"] = True
         request["StoppingCondition"]["MaxWaitTimeInSeconds"] = settings.spot_max_wait
@@ -77,6 +77,9 @@ def create_training_job_request(settings: Settings, staged: StagedTask) -> dict[
         request["EnableInterContainerTrafficEncryption"] = True
     if settings.kms_key_id:
         request["OutputDataConfig"]["KmsKeyId"] = settings.kms_key_id
+    if settings.encrypts_volume:
+        # Not for instance types with local storage: SageMaker refuses it there (the instance's
+        # hardware encrypts that storage). See settings.has_instance_storage.
         request["ResourceConfig"]["VolumeKmsKeyId"] = settings.kms_key_id
     return request
 
@@ -134,6 +137,10 @@ class SageMakerTrainingJobs:
         try:
             job = await self._client.describe_training_job(TrainingJobName=job_id)
         except ClientError as e:
+            if _code(e) == "ValidationException":
+                # SageMaker answers an unknown name with ValidationException ("Requested resource
+                # not found."); the name is the executor's own and well-formed, so that is its meaning.
+                raise ResourceNotFoundError("DescribeTrainingJob", _code(e), str(e), resource=job_id) from e
             raise_aws_error(e, "DescribeTrainingJob", job_id)
         return status_from_training_job(job)
 
@@ -141,6 +148,16 @@ class SageMakerTrainingJobs:
         try:
             await self._client.stop_training_job(TrainingJobName=job_id)
         except ClientError as e:
-            if e.response.get("Error", {}).get("Code") == "ValidationException":
-                return  # the job has already ended: nothing to stop
-            raise_aws_error(e, "StopTrainingJob", job_id)
+            if _code(e) != "ValidationException":
+                raise_aws_error(e, "StopTrainingJob", job_id)
+            # ValidationException is both "already ended" and "no such job": ask which.
+            status = await self.describe(job_id)  # ResourceNotFoundError if there is no such job
+            if not status.state.terminal and status.state is not JobState.CANCELLING:
+                raise_aws_error(e, "StopTrainingJob", job_id)
+
+    def log_stream_prefix(self, job_id: str, job_name: str) -> str:
+        return f"{job_name}/"
+
+
+def _code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
