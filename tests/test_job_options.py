@@ -42,15 +42,20 @@ async def test_tags_and_kms_on_every_uploaded_object_and_on_the_job(emulator, se
         head = s3.head_object(Bucket=BUCKET, Key=key)
         assert head["ServerSideEncryption"] == "aws:kms" and head["SSEKMSKeyId"] == KMS, key
         tags = {t["Key"]: t["Value"] for t in s3.get_object_tagging(Bucket=BUCKET, Key=key)["TagSet"]}
-        assert tags == {"team": "quantum", "cost-center": "42"}, key
+        # The user's tags, and byoc-executor's own naming the dispatch, the node and the executor.
+        dispatch = tags.get("byoc:dispatch", "")
+        assert tags == {"team": "quantum", "cost-center": "42", "byoc:dispatch": dispatch, "byoc:node": "3",
+                        "byoc:executor": "byoc-executor"}, key
+        assert f"/{dispatch}/node-3/" in key
     job = describe(emulator, service, listener)
     if service == "braket":
         assert job["outputDataConfig"]["kmsKeyId"] == KMS
-        assert job["tags"] == {"team": "quantum", "cost-center": "42"}
+        tags = job["tags"]
     else:
         assert job["OutputDataConfig"]["KmsKeyId"] == KMS and job["ResourceConfig"]["VolumeKmsKeyId"] == KMS
-        tags = boto(emulator, "sagemaker").list_tags(ResourceArn=job["TrainingJobArn"])["Tags"]
-        assert {t["Key"]: t["Value"] for t in tags} == {"team": "quantum", "cost-center": "42"}
+        tags = {t["Key"]: t["Value"] for t in boto(emulator, "sagemaker").list_tags(ResourceArn=job["TrainingJobArn"])["Tags"]}
+    assert {k: v for k, v in tags.items() if not k.startswith("byoc:")} == {"team": "quantum", "cost-center": "42"}
+    assert tags["byoc:node"] == "3" and tags["byoc:executor"] == "byoc-executor" and tags["byoc:server"]
 
 
 @pytest.mark.parametrize("service", ["braket", "sagemaker"])
