@@ -6,7 +6,6 @@ server's event loop never stalls on a large argument or result.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import io
 import os
@@ -20,8 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import cloudpickle
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from byoc_executor.container import byoc_entry as contract
 from byoc_executor.errors import ResultError, TaskEncodingError
@@ -64,12 +61,13 @@ class _Spool:
 
 @dataclass
 class EncodedTask:
-    """A signed payload envelope, and what the job needs to verify it and authenticate its result.
+    """A payload envelope, and what the job needs to verify it.
 
     The envelope is ``head`` followed by the body, which is either in memory (``body``) or, when
-    large, in a temporary file (``body_path``) that ``discard()`` deletes. The private key that
-    signed the envelope is not kept anywhere: it existed only inside ``encode_task``.
-    ``result_key`` is secret from everyone but the job (see README, threat model).
+    large, in a temporary file (``body_path``) that ``discard()`` deletes. The header holds
+    ``result_key``, the task's fresh HMAC key for its result; its canonical digest
+    (``header_digest``) goes to the job in its request, which pins the payload. The key is known
+    only to readers of the payload object (see README, threat model).
     """
 
     head: bytes
@@ -77,7 +75,7 @@ class EncodedTask:
     body_path: str | None
     body_length: int
     body_sha256: str
-    public_key: str
+    header_digest: str
     result_key: str = field(repr=False)
 
     @property
@@ -103,17 +101,15 @@ class EncodedTask:
                 os.unlink(self.body_path)
 
     def hyperparameters(self) -> dict[str, str]:
-        """What the job needs to verify this payload and authenticate its result."""
+        """What the job needs to verify this payload (no secret: the job's description shows them)."""
         return {
             contract.HP_PROTOCOL: str(contract.PROTOCOL_VERSION),
-            contract.HP_PAYLOAD_SHA256: self.body_sha256,
-            contract.HP_PAYLOAD_PUBLIC_KEY: self.public_key,
-            contract.HP_RESULT_KEY: self.result_key,
+            contract.HP_PAYLOAD_DIGEST: self.header_digest,
         }
 
 
 def encode_task(function: Any, args: list, kwargs: dict, spool_limit: int = SPOOL_LIMIT) -> EncodedTask:
-    """Pickle the electron into a payload envelope signed with a fresh Ed25519 key.
+    """Pickle the electron into a payload envelope that carries a fresh result key.
 
     The pickle is streamed: a large argument is written to a temporary file as it is pickled
     (``EncodedTask.body_path``), never copied whole into memory. The caller must ``discard()``.
@@ -136,14 +132,10 @@ def encode_task(function: Any, args: list, kwargs: dict, spool_limit: int = SPOO
         spool.discard()
         raise
     spool.close()
-    key = Ed25519PrivateKey.generate()
-    head = contract.envelope_head(
-        "payload", length, digest,
-        authenticate=lambda canonical: {"signature": base64.b64encode(key.sign(contract.PAYLOAD_DOMAIN + canonical)).decode()},
-    )
-    public = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    result_key = secrets.token_hex(32)
+    header = contract.make_header("payload", length, digest, extra={contract.RESULT_KEY_FIELD: result_key})
     body = spool.memory.getvalue() if spool.memory is not None else None
-    return EncodedTask(head, body, spool.path, length, digest, base64.b64encode(public).decode(), secrets.token_hex(32))
+    return EncodedTask(contract.head_bytes(header), body, spool.path, length, digest, contract.header_digest(header), result_key)
 
 
 def _find_unpicklable(function: Any, args: list, kwargs: dict) -> str:

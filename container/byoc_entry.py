@@ -27,14 +27,15 @@ What it reads
                                     Braket: $AMZN_BRAKET_INPUT_DIR)
     hyperparameters.json            SageMaker: /opt/ml/input/config/; Braket: $AMZN_BRAKET_HP_FILE
                                     (/opt/braket/input/config/hyperparameters.json, via the link).
-                                    Keys: byoc_protocol, byoc_payload_sha256 (the digest the
-                                    envelope's body must have), byoc_environment (JSON object of
-                                    environment variables for the task; Braket has no other way),
+                                    Keys: byoc_protocol, byoc_payload_digest (the SHA-256 of
+                                    the payload's canonical header, which holds the body's digest
+                                    and the result key: the job's immutable request pins the whole
+                                    payload), byoc_environment (JSON object of environment
+                                    variables for the task; Braket has no other way),
                                     byoc_source_sha256 (Braket: the digest the source archive must
-                                    have; checked before anything in it is unpacked or imported),
-                                    byoc_payload_public_key (the per-task Ed25519 key whose private
-                                    half signed the payload and never left the client),
-                                    byoc_result_key (the per-task HMAC key for the result)
+                                    have; checked before anything in it is unpacked or imported).
+                                    No key or secret: hyperparameters are part of the job's
+                                    description, readable by anyone allowed to describe the job.
 
     resourceconfig.json             /opt/ml/input/config/: with several hosts, the task runs on the
                                     first (sorted) host only, unless byoc_all_hosts is "true"
@@ -60,13 +61,15 @@ Exit codes
 
 The envelope (payload and result alike)
     b"BYOC" | u8 format version | u32 big-endian header length | header (UTF-8 JSON) | body
-    The header records the protocol version, the writer's Python/cloudpickle/covalent versions,
-    the body's length and SHA-256, and its authentication: a payload carries ``signature``
-    (Ed25519 over PAYLOAD_DOMAIN + the canonical header), a result carries ``mac`` (HMAC-SHA256
-    over RESULT_DOMAIN + the canonical header). The canonical header is the header without those
-    two fields, as sorted compact JSON; it includes the body's digest, so it covers the body.
-    Readers verify the authentication, then the body's length and digest, then the versions, and
-    only then unpickle.
+    The header records the protocol version, the writer's Python/cloudpickle/covalent versions
+    and the body's length and SHA-256. The canonical header is the header without ``mac``, as
+    sorted compact JSON; it includes the body's digest, so whatever covers it covers the body.
+    A payload's header also holds ``result_key``, a fresh HMAC-SHA256 key for this task's result;
+    the payload is authenticated by its canonical header's SHA-256, given out of band in the
+    hyperparameters (``byoc_payload_digest``). A result carries ``mac`` (HMAC-SHA256 under that
+    key over RESULT_DOMAIN + its canonical header): only readers of the payload object (the job's
+    role, the client) know the key. Readers check the protocol, the authentication, then the
+    body's length and digest, then the versions, and only then unpickle.
 """
 
 from __future__ import annotations
@@ -86,7 +89,9 @@ import traceback
 from pathlib import Path
 from typing import IO, Any, BinaryIO, Callable
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+"""2: the result key travels inside the payload (1, byoc-executor 0.1.x, put it in the
+hyperparameters and signed payloads with Ed25519). Each side refuses the other's."""
 
 # --- file names and channels -------------------------------------------------------------------
 PAYLOAD_CHANNEL = "payload"
@@ -100,16 +105,14 @@ BRAKET_ENTRY_POINT = f"{ENTRY_MODULE}:run_job"
 
 # --- hyperparameter keys (both services pass hyperparameters as a JSON file of strings) ----------
 HP_PROTOCOL = "byoc_protocol"
-HP_PAYLOAD_SHA256 = "byoc_payload_sha256"
+HP_PAYLOAD_DIGEST = "byoc_payload_digest"  # SHA-256 of the payload's canonical header
 HP_ENVIRONMENT = "byoc_environment"
 HP_SOURCE_SHA256 = "byoc_source_sha256"  # Braket: the digest the source archive must have
-HP_PAYLOAD_PUBLIC_KEY = "byoc_payload_public_key"  # base64 Ed25519 public key that signed the payload
-HP_RESULT_KEY = "byoc_result_key"  # hex HMAC-SHA256 key that authenticates the result
 HP_ALL_HOSTS = "byoc_all_hosts"  # "true": run the task on every host, not only the leader
+RESULT_KEY_FIELD = "result_key"  # in the payload's header: the hex HMAC-SHA256 key of the result
 
-# Domain separation: a payload signature can never pass for a result MAC, or the reverse.
-PAYLOAD_DOMAIN = b"byoc-executor payload v1\n"
-RESULT_DOMAIN = b"byoc-executor result v1\n"
+# Domain separation: a result MAC is never valid for another purpose or protocol.
+RESULT_DOMAIN = b"byoc-executor result v2\n"
 
 # --- environment ---------------------------------------------------------------------------------
 # The sagemaker-training-toolkit reads this to move /opt/ml outside a container (its
@@ -187,8 +190,8 @@ def _distribution_version(name: str) -> str:
 
 
 def canonical_header(header: dict) -> bytes:
-    """The bytes that a signature or MAC covers: the header without its authentication fields."""
-    core = {k: v for k, v in header.items() if k not in ("signature", "mac")}
+    """The bytes that a MAC or a header digest covers: the header without its ``mac``."""
+    core = {k: v for k, v in header.items() if k != "mac"}
     return json.dumps(core, sort_keys=True, separators=(",", ":")).encode()
 
 
@@ -216,25 +219,9 @@ def hmac_verifier(key_hex: str) -> Callable[[bytes, dict], None]:
     return verify
 
 
-def signature_verifier(public_key_b64: str) -> Callable[[bytes, dict], None]:
-    """Checks the Ed25519 ``signature`` of a payload header (for ``read_envelope(verify=...)``)."""
-    import base64
-
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-    key = Ed25519PublicKey.from_public_bytes(base64.b64decode(public_key_b64))
-
-    def verify(canonical: bytes, header: dict) -> None:
-        signature = header.get("signature")
-        if not isinstance(signature, str):
-            raise ContractError("the payload is not signed: refusing it")
-        try:
-            key.verify(base64.b64decode(signature), PAYLOAD_DOMAIN + canonical)
-        except (InvalidSignature, ValueError) as e:
-            raise ContractError("the payload's signature does not verify: it was not written by the submitting client") from e
-
-    return verify
+def header_digest(header: dict) -> str:
+    """The SHA-256 of a header's canonical form (``byoc_payload_digest`` for a payload)."""
+    return hashlib.sha256(canonical_header(header)).hexdigest()
 
 
 class _Digesting:
@@ -259,14 +246,14 @@ def pickle_to(obj: Any, out: BinaryIO) -> tuple[int, str]:
     return digesting.length, digesting.sha.hexdigest()
 
 
-def envelope_head(
+def make_header(
     kind: str, body_length: int, body_sha256: str, extra: dict | None = None, authenticate: Callable[[bytes], dict] | None = None
-) -> bytes:
-    """The bytes of an envelope that come before its body: prefix and header.
+) -> dict:
+    """An envelope's header.
 
     Args:
-        authenticate: given the canonical header, returns the fields that authenticate it
-            (``signature`` or ``mac``).
+        extra: more fields (a payload's ``result_key``).
+        authenticate: given the canonical header, returns the fields that authenticate it (``mac``).
     """
     header = {
         "protocol": PROTOCOL_VERSION,
@@ -278,8 +265,20 @@ def envelope_head(
     header.update(extra or {})
     if authenticate is not None:
         header.update(authenticate(canonical_header(header)))
+    return header
+
+
+def head_bytes(header: dict) -> bytes:
+    """The bytes of an envelope that come before its body: prefix and header."""
     raw = json.dumps(header, sort_keys=True).encode()
     return _PREFIX.pack(_MAGIC, _FORMAT, len(raw)) + raw
+
+
+def envelope_head(
+    kind: str, body_length: int, body_sha256: str, extra: dict | None = None, authenticate: Callable[[bytes], dict] | None = None
+) -> bytes:
+    """``head_bytes(make_header(...))``."""
+    return head_bytes(make_header(kind, body_length, body_sha256, extra, authenticate))
 
 
 def write_envelope(
@@ -293,7 +292,7 @@ def write_envelope(
 def open_envelope(
     stream: IO[bytes],
     kind: str,
-    expected_sha256: str | None = None,
+    expected_header_digest: str | None = None,
     verify: Callable[[bytes, dict], None] | None = None,
 ) -> dict:
     """Verify an envelope in a seekable file and leave the file at the start of its body.
@@ -304,10 +303,10 @@ def open_envelope(
     Args:
         stream: the envelope, opened for binary reading, seekable.
         kind: the kind the caller expects.
-        expected_sha256: the body digest the caller was told out of band, if any. When given, a
-            body that merely matches its own header is not enough.
-        verify: checks the header's authentication (``signature_verifier``/``hmac_verifier``);
-            it runs before the body is even read.
+        expected_header_digest: the canonical header's SHA-256 the caller was told out of band
+            (a payload's ``byoc_payload_digest``); the header must have it exactly.
+        verify: checks the header's authentication (``hmac_verifier``); it runs before the body
+            is even read.
 
     Returns:
         The verified header.
@@ -332,15 +331,21 @@ def open_envelope(
         raise ContractError(f"the {kind} header is not JSON: {e}") from e
     if not isinstance(header, dict):
         raise ContractError(f"the {kind} header is not a JSON object")
+    if header.get("protocol") != PROTOCOL_VERSION:
+        # Read before anything is trusted, to say what is wrong; refused either way.
+        raise ContractError(
+            f"the {kind} uses byoc-executor protocol {header.get('protocol')}, this side speaks only "
+            f"{PROTOCOL_VERSION}: {_PROTOCOL_FIX}"
+        )
+    if expected_header_digest is not None and header_digest(header) != expected_header_digest:
+        raise ContractError(
+            f"the {kind} header digest is not the one the client submitted ({expected_header_digest[:16]}...): "
+            "the object was replaced or altered after submission"
+        )
     if verify is not None:
         verify(canonical_header(header), header)
     if header.get("kind") != kind:
         raise ContractError(f"expected a {kind} envelope, found {header.get('kind')!r}")
-    if header.get("protocol") != PROTOCOL_VERSION:
-        raise ContractError(
-            f"the {kind} uses protocol {header.get('protocol')}, this side speaks {PROTOCOL_VERSION}: "
-            "use the same byoc-executor version on the client and in the image"
-        )
     length = header.get("body_length")
     if not isinstance(length, int) or length < 0:
         raise ContractError(f"the {kind} header gives no body length")
@@ -356,23 +361,24 @@ def open_envelope(
     digest = sha.hexdigest()
     if digest != header.get("body_sha256"):
         raise ContractError(f"the {kind} body does not match its digest: corrupted or altered")
-    if expected_sha256 is not None and digest != expected_sha256:
-        raise ContractError(
-            f"the {kind} body digest {digest[:16]}... is not the one the client submitted "
-            f"({expected_sha256[:16]}...): the object was replaced after submission"
-        )
     stream.seek(start)
     return header
+
+
+_PROTOCOL_FIX = (
+    "the client and the job image must come from the same byoc-executor release: rebuild the image "
+    "from the client's checkout (container/build_and_push.sh), or install the image's release on the client"
+)
 
 
 def read_envelope(
     stream: IO[bytes],
     kind: str,
-    expected_sha256: str | None = None,
+    expected_header_digest: str | None = None,
     verify: Callable[[bytes, dict], None] | None = None,
 ) -> tuple[dict, bytes]:
     """``open_envelope``, then the body as bytes: for envelopes small enough to hold in memory."""
-    header = open_envelope(stream, kind, expected_sha256, verify)
+    header = open_envelope(stream, kind, expected_header_digest, verify)
     return header, stream.read(header["body_length"])
 
 
@@ -572,19 +578,18 @@ def execute(layout: JobLayout) -> int:
         hp = layout.hyperparameters()
         if str(hp.get(HP_PROTOCOL)) != str(PROTOCOL_VERSION):
             raise ContractError(
-                f"the client speaks protocol {hp.get(HP_PROTOCOL)}, this image speaks {PROTOCOL_VERSION}: "
-                "rebuild the image from the same byoc-executor version as the client"
+                f"the client speaks byoc-executor protocol {hp.get(HP_PROTOCOL)}, this image speaks only "
+                f"{PROTOCOL_VERSION}: {_PROTOCOL_FIX}"
             )
-        missing = [k for k in (HP_PAYLOAD_SHA256, HP_PAYLOAD_PUBLIC_KEY, HP_RESULT_KEY) if not hp.get(k)]
-        if missing:
-            raise ContractError(f"hyperparameters {', '.join(missing)} are missing: refusing an unauthenticated task")
-        result_key = hp[HP_RESULT_KEY]
+        if not hp.get(HP_PAYLOAD_DIGEST):
+            raise ContractError(f"hyperparameter {HP_PAYLOAD_DIGEST} is missing: refusing an unauthenticated task")
         if not layout.payload_file.exists():
             raise ContractError(f"the payload is missing: no {layout.payload_file} (input channel '{PAYLOAD_CHANNEL}')")
         with open(layout.payload_file, "rb") as payload:
-            header = open_envelope(
-                payload, "payload", expected_sha256=hp[HP_PAYLOAD_SHA256], verify=signature_verifier(hp[HP_PAYLOAD_PUBLIC_KEY])
-            )
+            header = open_envelope(payload, "payload", expected_header_digest=hp[HP_PAYLOAD_DIGEST])
+            result_key = header.get(RESULT_KEY_FIELD)
+            if not isinstance(result_key, str) or len(result_key) != 64:
+                raise ContractError("the payload's header holds no result key")
             check_versions(header.get("versions", {}), "payload")
             current, hosts = layout.hosts()
             if current != sorted(hosts)[0] and str(hp.get(HP_ALL_HOSTS, "")).lower() != "true":

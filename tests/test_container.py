@@ -113,6 +113,7 @@ class JobTree:
     tree: Path
     env: dict[str, str]
     hp: dict[str, str]
+    result_key: str
 
     @property
     def ml(self) -> Path:
@@ -156,7 +157,7 @@ def lay_out_job(tree: Path, service: str, encoded: codec.EncodedTask, extra_env:
         hp[contract.HP_SOURCE_SHA256] = hashlib.sha256(cs.source_archive_bytes()).hexdigest()
     (ml / "input" / "config").mkdir(parents=True, exist_ok=True)
     (ml / "input" / "config" / "hyperparameters.json").write_text(json.dumps(hp))
-    return JobTree(tree, env, hp)
+    return JobTree(tree, env, hp, encoded.result_key)
 
 
 def braket_source_env(emulator: Emulator, bucket: str, key: str) -> dict[str, str]:
@@ -187,7 +188,7 @@ def outcome(job: JobTree) -> codec.JobOutcome:
     with tarfile.open(archive, "w:gz") as tar:
         for p in job.model.iterdir():
             tar.add(p, arcname=p.name)
-    return codec.read_results_archive(str(archive), job.hp[contract.HP_RESULT_KEY])
+    return codec.read_results_archive(str(archive), job.result_key)
 
 
 # --- lint -------------------------------------------------------------------------------------------------------
@@ -297,7 +298,7 @@ def test_raising_task_in_the_image(job_image: str, emulator: Emulator, bucket: s
 def test_image_refuses_a_payload_from_another_cloudpickle(job_image: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real = contract.runtime_versions()
     fn, args = wrapped(greet_and_double, 1)
-    # A client with another cloudpickle wrote this payload (its header says so; it is validly signed).
+    # A client with another cloudpickle wrote this payload (its header says so; its digest is the submitted one).
     monkeypatch.setattr(contract, "runtime_versions", lambda: {**real, "cloudpickle": "0.0.1"})
     encoded = codec.encode_task(fn, args, {})
     monkeypatch.undo()

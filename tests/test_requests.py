@@ -51,7 +51,7 @@ def _validate(service: str, operation: str, request: dict) -> None:
 
 def test_braket_request() -> None:
     s = settings(environment={"OMP_NUM_THREADS": "2"}, tags={"team": "q"}, device="local:braket/braket_sv")
-    staged = stage(s, "dispatch-1", 4, {contract.HP_PROTOCOL: "1", contract.HP_PAYLOAD_SHA256: "ab" * 32})
+    staged = stage(s, "dispatch-1", 4, {contract.HP_PROTOCOL: "2", contract.HP_PAYLOAD_DIGEST: "ab" * 32})
     request = braket.create_job_request(s, staged, "ef" * 32)
     _validate("braket", "CreateJob", request)
     assert request["jobName"] == staged.job_name
@@ -65,8 +65,8 @@ def test_braket_request() -> None:
     assert request["inputDataConfig"][0]["dataSource"]["s3DataSource"]["s3Uri"] == "s3://bkt/byoc-executor/dispatch-1/node-4/payload/"
     assert request["outputDataConfig"] == {"s3Path": "s3://bkt/byoc-executor/dispatch-1/node-4/output"}
     assert request["hyperParameters"] == {
-        contract.HP_PROTOCOL: "1",
-        contract.HP_PAYLOAD_SHA256: "ab" * 32,
+        contract.HP_PROTOCOL: "2",
+        contract.HP_PAYLOAD_DIGEST: "ab" * 32,
         contract.HP_ENVIRONMENT: json.dumps({"OMP_NUM_THREADS": "2"}),
         contract.HP_SOURCE_SHA256: "ef" * 32,
     }
@@ -78,7 +78,7 @@ def test_braket_request() -> None:
 
 def test_sagemaker_request() -> None:
     s = settings(service="sagemaker", instance_type="ml.g5.xlarge", environment={"A": "1"}, tags={"team": "q"}, max_runtime=60)
-    staged = stage(s, "dispatch-1", 4, {contract.HP_PROTOCOL: "1"})
+    staged = stage(s, "dispatch-1", 4, {contract.HP_PROTOCOL: "2"})
     request = sagemaker.create_training_job_request(s, staged)
     _validate("sagemaker", "CreateTrainingJob", request)
     assert request["TrainingJobName"] == staged.job_name

@@ -72,9 +72,15 @@ def braket_env(tree: Path) -> dict[str, str]:
     }
 
 
+def result_key(layout: contract.JobLayout) -> str:
+    """The task's result key, from its payload's header (as the client keeps it)."""
+    with open(layout.payload_file, "rb") as f:
+        return contract.open_envelope(f, "payload")[contract.RESULT_KEY_FIELD]
+
+
 def read_result(layout: contract.JobLayout) -> codec.JobOutcome:
     """What the client makes of the job's results archive, with the task's own result key."""
-    return codec.read_results_archive(results_archive(layout), layout.hyperparameters()[contract.HP_RESULT_KEY])
+    return codec.read_results_archive(results_archive(layout), result_key(layout))
 
 
 def results_archive(layout: contract.JobLayout) -> bytes:
@@ -165,32 +171,55 @@ def test_tampered_payload_is_refused_before_unpickling(tmp_path: Path) -> None:
 
     def swap(envelope: bytes) -> bytes:
         # An attacker with write access to the bucket replaces the payload with a well-formed
-        # envelope of their own, signed with their own key, whose unpickling has a side effect.
+        # envelope of their own (a result key of their own too), whose unpickling has a side effect.
         return codec.encode_task(Mark(str(mark)), [], {}).envelope_bytes()
 
-    def unsigned(envelope: bytes) -> bytes:
-        out = io.BytesIO()
-        contract.write_envelope(out, cloudpickle.dumps(Mark(str(mark))), "payload")
-        return out.getvalue()
+    def rekeyed(envelope: bytes) -> bytes:
+        # The genuine body, behind a header whose result key is the attacker's.
+        header = contract.open_envelope(io.BytesIO(envelope), "payload")
+        head = contract.head_bytes({**header, contract.RESULT_KEY_FIELD: "00" * 32})
+        return head + envelope[len(contract.head_bytes(header)):]
 
-    for tamper, reason in ((swap, "signature does not verify"), (unsigned, "not signed")):
+    for tamper in (swap, rekeyed):
         layout = contract.JobLayout(make_tree(tmp_path / tamper.__name__, "sagemaker", add, (1, 2), tamper=tamper))
         assert contract.execute(layout) == contract.EXIT_SETUP_FAILED
         assert not mark.exists()
-        assert reason in layout.failure_file.read_text()
+        assert "not the one the client submitted" in layout.failure_file.read_text()
+        assert not (layout.results_dir / contract.RESULT_FILE).exists()
 
 
-def test_payload_without_keys_is_refused(tmp_path: Path) -> None:
-    layout = contract.JobLayout(make_tree(tmp_path, "sagemaker", add, (1, 2), hp_extra={contract.HP_PAYLOAD_PUBLIC_KEY: ""}))
+def test_payload_without_its_digest_is_refused(tmp_path: Path) -> None:
+    layout = contract.JobLayout(make_tree(tmp_path, "sagemaker", add, (1, 2), hp_extra={contract.HP_PAYLOAD_DIGEST: ""}))
     assert contract.execute(layout) == contract.EXIT_SETUP_FAILED
     assert "unauthenticated" in layout.failure_file.read_text()
+
+
+@pytest.mark.parametrize("service", ["braket", "sagemaker"])
+def test_payload_of_the_previous_protocol_is_refused_with_the_fix(tmp_path: Path, service: str) -> None:
+    """A client of byoc-executor 0.1 (protocol 1: keys in the hyperparameters) meets this image."""
+    layout = contract.JobLayout(make_tree(tmp_path, service, add, (1, 2), hp_extra={contract.HP_PROTOCOL: "1"}))
+    assert contract.execute(layout) == contract.EXIT_SETUP_FAILED
+    reason = layout.failure_file.read_text()
+    assert "protocol 1, this image speaks only 2" in reason and "same byoc-executor release" in reason
+
+
+def test_result_of_the_previous_protocol_is_refused_with_the_fix(tmp_path: Path) -> None:
+    layout = contract.JobLayout(make_tree(tmp_path, "sagemaker", add, (1, 2)))
+    assert contract.execute(layout) == contract.EXIT_OK
+    key = result_key(layout)
+    with open(layout.results_dir / contract.RESULT_FILE, "r+b") as f:
+        header, body = contract.read_envelope(f, "result")
+    old = {**header, "protocol": 1}
+    (layout.results_dir / contract.RESULT_FILE).write_bytes(contract.head_bytes(old) + body)
+    with pytest.raises(ResultError, match="protocol 1, this side speaks only 2"):
+        codec.read_results_archive(results_archive(layout), key)
 
 
 def test_forged_or_unauthenticated_result_is_refused_before_unpickling(tmp_path: Path) -> None:
     """Whoever can write to the bucket replaces the result: the client refuses it unread."""
     layout = contract.JobLayout(make_tree(tmp_path, "sagemaker", add, (1, 2)))
     assert contract.execute(layout) == contract.EXIT_OK
-    key = layout.hyperparameters()[contract.HP_RESULT_KEY]
+    key = result_key(layout)
     mark = tmp_path / "client-mark"
     body = cloudpickle.dumps({"ok": True, "value": Mark(str(mark))})
     for authenticate, reason in (
@@ -209,7 +238,7 @@ def test_forged_or_unauthenticated_result_is_refused_before_unpickling(tmp_path:
     [
         (lambda b: b[:-10], "truncated"),
         (lambda b: b[:-1] + bytes([b[-1] ^ 1]), "does not match its digest"),
-        (lambda b: b.replace(b'"body_length"', b'"body_lengtH"'), "signature does not verify"),
+        (lambda b: b.replace(b'"body_length"', b'"body_lengtH"'), "not the one the client submitted"),
         (lambda b: b"PK\x03\x04" + b[4:], "not a byoc-executor envelope"),
         (lambda b: b[:5], "truncated"),
     ],

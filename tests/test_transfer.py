@@ -47,9 +47,7 @@ def test_a_large_payload_spills_to_disk_and_round_trips(tmp_path) -> None:
         path = tmp_path / "task.byoc"
         path.write_bytes(encoded.envelope_bytes())
         with open(path, "rb") as f:
-            header = contract.open_envelope(
-                f, "payload", expected_sha256=encoded.body_sha256, verify=contract.signature_verifier(encoded.public_key)
-            )
+            header = contract.open_envelope(f, "payload", expected_header_digest=encoded.header_digest)
             task = cloudpickle.load(f)
         assert header["body_length"] == encoded.body_length
         assert task["args"][0] == data and task["function"] is len
@@ -61,7 +59,7 @@ def test_a_large_payload_spills_to_disk_and_round_trips(tmp_path) -> None:
 def test_a_small_payload_stays_in_memory() -> None:
     encoded = codec.encode_task(len, [b"x" * 1000], {})
     assert encoded.body_path is None and encoded.body is not None
-    header, body = contract.read_envelope(io.BytesIO(encoded.envelope_bytes()), "payload", verify=contract.signature_verifier(encoded.public_key))
+    header, body = contract.read_envelope(io.BytesIO(encoded.envelope_bytes()), "payload", expected_header_digest=encoded.header_digest)
     assert cloudpickle.loads(body)["args"] == [b"x" * 1000]
 
 
