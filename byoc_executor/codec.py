@@ -7,6 +7,7 @@ server's event loop never stalls on a large argument or result.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import os
 import secrets
@@ -138,6 +139,25 @@ def encode_task(function: Any, args: list, kwargs: dict, spool_limit: int = SPOO
     return EncodedTask(contract.head_bytes(header), body, spool.path, length, digest, contract.header_digest(header), result_key)
 
 
+def encode_group(dispatch_id: str, tasks: list[dict], inputs: dict[int, bytes]) -> EncodedTask:
+    """A task group's payload: Covalent's serialized assets, to be run in order in one job.
+
+    Args:
+        dispatch_id: the dispatch the group belongs to.
+        tasks: in the order to run them, ``{"node_id": int, "function": bytes, "hooks": bytes,
+            "args": [node id, ...], "kwargs": {name: node id}}``, the bytes being Covalent's own
+            serialized node assets (never unpickled here).
+        inputs: the outputs of nodes outside the group that the tasks read, by node id.
+    """
+    body = cloudpickle.dumps({"dispatch_id": dispatch_id, "tasks": tasks, "inputs": inputs})
+    result_key = secrets.token_hex(32)
+    header = contract.make_header(
+        "payload", len(body), hashlib.sha256(body).hexdigest(),
+        extra={contract.RESULT_KEY_FIELD: result_key, contract.JOB_FIELD: contract.JOB_GROUP},
+    )
+    return EncodedTask(contract.head_bytes(header), body, None, len(body), header["body_sha256"], contract.header_digest(header), result_key)
+
+
 def _find_unpicklable(function: Any, args: list, kwargs: dict) -> str:
     candidates = [("function", function)]
     candidates += [(f"argument {i}", a) for i, a in enumerate(args)]
@@ -162,6 +182,10 @@ class JobOutcome:
     has_result: bool = True
     """False when the job died before writing its result: the archive held only what it printed
     (unauthenticated, unlike the output inside a result)."""
+    tasks: list[dict] | None = None
+    """A task group's: per task, in order, ``{"node_id", "status" ("COMPLETED", "FAILED" or
+    "NOT_RUN"), "output" (Covalent's serialized output, bytes, or None), "exception", "stdout",
+    "stderr"}``."""
 
 
 def read_results_archive(archive: bytes | str, result_key: str) -> JobOutcome:
@@ -227,4 +251,5 @@ def read_results_archive(archive: bytes | str, result_key: str) -> JobOutcome:
         exception=outcome.get("exception"),
         stdout=outcome.get("stdout", ""),
         stderr=outcome.get("stderr", ""),
+        tasks=outcome.get("tasks"),
     )

@@ -42,10 +42,21 @@ What it reads
     For the task it sets BYOC_CHECKPOINT_DIR (the directory the service syncs with the job's
     checkpoint S3 URI), BYOC_CURRENT_HOST and BYOC_HOSTS.
 
+What it runs
+    The payload's body is one call (``function(*args, **kwargs)``: Covalent's wrapper over the
+    electron, its arguments TransportableObjects) or, when its header says ``"job": "group"``, a
+    Covalent task group: ``{"dispatch_id", "tasks": [{"node_id", "function", "hooks", "args":
+    [node id], "kwargs": {name: node id}}], "inputs": {node id: output}}``, the values being
+    Covalent's serialized node assets. The tasks run in order in this process; a task reads the
+    outputs of earlier tasks or the inputs; the first that raises fails, and those after it do not
+    run (``run_group``).
+
 What it writes
     <results dir>/result.byoc       the result envelope: the return value, or the exception's
-                                    type, message and traceback (SageMaker: /opt/ml/model,
-                                    Braket: $AMZN_BRAKET_JOB_RESULTS_DIR; the service tars it)
+                                    type, message and traceback; for a group, each task's status,
+                                    serialized output or exception, stdout and stderr
+                                    (SageMaker: /opt/ml/model, Braket:
+                                    $AMZN_BRAKET_JOB_RESULTS_DIR; the service tars it)
     <results dir>/stdout.txt, stderr.txt   what the task printed (also echoed to the job's logs, and
                                     inside result.byoc, where it is authenticated)
     /opt/ml/output/failure          a one-line summary (at most 1,024 characters) on any error
@@ -110,6 +121,9 @@ HP_ENVIRONMENT = "byoc_environment"
 HP_SOURCE_SHA256 = "byoc_source_sha256"  # Braket: the digest the source archive must have
 HP_ALL_HOSTS = "byoc_all_hosts"  # "true": run the task on every host, not only the leader
 RESULT_KEY_FIELD = "result_key"  # in the payload's header: the hex HMAC-SHA256 key of the result
+JOB_FIELD = "job"  # in the payload's header: what the body is, JOB_CALL (absent: the same) or JOB_GROUP
+JOB_CALL = "call"  # {"function", "args", "kwargs"}: one call, Covalent's wrapper over the electron
+JOB_GROUP = "group"  # a Covalent task group: its nodes' serialized assets, run in order (run_group)
 
 # Domain separation: a result MAC is never valid for another purpose or protocol.
 RESULT_DOMAIN = b"byoc-executor result v2\n"
@@ -604,7 +618,9 @@ def execute(layout: JobLayout) -> int:
             import cloudpickle
 
             task = cloudpickle.load(payload)  # the verified body, read from disk
-        function, args, kwargs = task["function"], task["args"], task["kwargs"]
+        group = header.get(JOB_FIELD) == JOB_GROUP
+        if not group:
+            function, args, kwargs = task["function"], task["args"], task["kwargs"]
     except Exception as e:
         summary = f"byoc-executor setup failed: {type(e).__name__}: {e}"
         print(summary, file=sys.stderr, flush=True)
@@ -616,12 +632,15 @@ def execute(layout: JobLayout) -> int:
     with _stop_on_sigterm(), open(layout.results_dir / STDOUT_FILE, "w") as out, open(layout.results_dir / STDERR_FILE, "w") as err:
         try:
             with contextlib.redirect_stdout(_Tee(sys.stdout, out)), contextlib.redirect_stderr(_Tee(sys.stderr, err)):
-                try:
-                    value = function(*args, **kwargs)
-                    outcome: dict[str, Any] = {"ok": True, "value": value}
-                except BaseException as e:  # the task's own failure, SystemExit included, is data
-                    traceback.print_exc()
-                    outcome = _exception_outcome(e)
+                if group:
+                    outcome: dict[str, Any] = run_group(task)
+                else:
+                    try:
+                        value = function(*args, **kwargs)
+                        outcome = {"ok": True, "value": value}
+                    except BaseException as e:  # the task's own failure, SystemExit included, is data
+                        traceback.print_exc()
+                        outcome = _exception_outcome(e)
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -637,10 +656,60 @@ def execute(layout: JobLayout) -> int:
         _write_failure(layout, summary)
         return EXIT_RESULT_FAILED
     if not outcome["ok"]:
-        exc = outcome["exception"]
+        exc = outcome.get("exception") or next(t["exception"] for t in outcome["tasks"] if t["status"] == "FAILED")
         _write_failure(layout, f"{exc['type']}: {exc['message']}")
         return EXIT_TASK_RAISED
     return EXIT_OK
+
+
+def run_group(body: dict) -> dict:
+    """Run a Covalent task group's tasks in order, each with its own stdout and stderr.
+
+    What Covalent's own runner does for a group (``covalent/executor/utils/wrappers.py``), with
+    every input in the payload instead of behind the Covalent server's URL: the hooks (deps,
+    call_before, call_after) of each task run in its process, and a task that raises ends the
+    group: the tasks after it are not run.
+
+    Returns:
+        ``{"ok": bool, "tasks": [{"node_id", "status": "COMPLETED" | "FAILED" | "NOT_RUN",
+        "output": the serialized output or None, "exception", "stdout", "stderr"}]}``.
+    """
+    from covalent.executor.utils import set_context
+    from covalent.executor.utils.serialize import deserialize_node_asset, serialize_node_asset
+    from covalent.executor.utils.wrappers import _gather_deps, wrapper_fn
+
+    outputs: dict[int, Any] = {}
+    tasks: list[dict] = []
+    failed = None
+    for task in body["tasks"]:
+        node = task["node_id"]
+        if failed is not None:
+            tasks.append({"node_id": node, "status": "NOT_RUN", "output": None, "exception": None, "stdout": "",
+                          "stderr": f"byoc-executor: not run: node {failed} of the same task group failed before it\n"})
+            continue
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(_Tee(sys.stdout, out)), contextlib.redirect_stderr(_Tee(sys.stderr, err)):
+            try:
+                function = deserialize_node_asset(task["function"], "function")
+                hooks = deserialize_node_asset(task["hooks"], "hooks") if task["hooks"] else {}
+                call_before, call_after = _gather_deps(hooks.get("deps", {}), hooks.get("call_before", []), hooks.get("call_after", []))
+
+                def value(source: int) -> Any:
+                    return outputs[source] if source in outputs else deserialize_node_asset(body["inputs"][source], "output")
+
+                args = [value(source) for source in task["args"]]
+                kwargs = {name: value(source) for name, source in task["kwargs"].items()}
+                with set_context(body["dispatch_id"], node):
+                    output = wrapper_fn(function, call_before, call_after, *args, **kwargs)
+                outputs[node] = output
+                entry = {"node_id": node, "status": "COMPLETED", "output": serialize_node_asset(output, "output"), "exception": None}
+            except BaseException as e:  # the task's own failure, SystemExit and a stop included, is data
+                traceback.print_exc()
+                failed = node
+                entry = {"node_id": node, "status": "FAILED", "output": None, "exception": _exception_outcome(e)["exception"]}
+        entry["stdout"], entry["stderr"] = out.getvalue(), err.getvalue()
+        tasks.append(entry)
+    return {"ok": failed is None, "tasks": tasks}
 
 
 def run_job() -> None:

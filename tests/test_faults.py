@@ -39,7 +39,7 @@ from covalent._shared_files.util_classes import RESULT_STATUS
 from covalent._workflow.transportable_object import TransportableObject
 from covalent.executor.utils.wrappers import wrapper_fn
 
-from byoc_executor import BYOCExecutor, aws
+from byoc_executor import BYOCExecutor, aws, pipeline
 from byoc_executor.container import byoc_entry
 from byoc_executor.local import Emulator
 from byoc_executor.local.faults import FaultPlan, FaultRule, JobFault
@@ -103,6 +103,7 @@ async def fresh(emulator: Emulator):
     emulator.clear_faults()
     yield
     emulator.clear_faults()
+    await pipeline.settle_background()
     await aws.close_clients()
 
 

@@ -437,3 +437,38 @@ def test_several_hosts_run_the_task_on_the_leader_only_unless_asked(tmp_path: Pa
     layout.resource_config.write_text(json.dumps({"current_host": current, "hosts": ["algo-2", "algo-1"]}))
     assert contract.execute(layout) == contract.EXIT_OK
     assert (layout.results_dir / contract.RESULT_FILE).exists() is runs
+
+
+def test_a_task_group_runs_in_order_each_with_its_output_and_stops_at_the_first_failure(tmp_path: Path) -> None:
+    """What Covalent's task packing sends: its serialized assets; a later task reads an earlier one's output."""
+    from covalent._workflow.transportable_object import TransportableObject
+    from covalent.executor.utils.serialize import deserialize_node_asset, serialize_node_asset
+
+    def asset(fn) -> bytes:
+        return serialize_node_asset(TransportableObject(fn), "function")
+
+    tasks = [
+        {"node_id": 1, "function": asset(add), "hooks": b"", "args": [0, 9], "kwargs": {}},  # 0 and 9: inputs
+        {"node_id": 2, "function": asset(add), "hooks": b"", "args": [1, 9], "kwargs": {}},  # 1: node 1's output
+        {"node_id": 3, "function": asset(explode), "hooks": b"", "args": [], "kwargs": {}},
+        {"node_id": 4, "function": asset(add), "hooks": b"", "args": [0, 0], "kwargs": {}},
+    ]
+    inputs = {0: serialize_node_asset(TransportableObject(1), "output"), 9: serialize_node_asset(TransportableObject(10), "output")}
+    encoded = codec.encode_group("d-group", tasks, inputs)
+    ml = tmp_path / "opt" / "ml"
+    (ml / "input" / "data" / contract.PAYLOAD_CHANNEL).mkdir(parents=True)
+    (ml / "input" / "data" / contract.PAYLOAD_CHANNEL / contract.PAYLOAD_FILE).write_bytes(encoded.envelope_bytes())
+    (ml / "input" / "config").mkdir(parents=True)
+    (ml / "input" / "config" / "hyperparameters.json").write_text(json.dumps(encoded.hyperparameters()))
+    layout = contract.JobLayout({contract.ENV_ML_ROOT: str(ml)})
+    assert contract.execute(layout) == contract.EXIT_TASK_RAISED
+    outcome = read_result(layout)
+    statuses = [(t["node_id"], t["status"]) for t in outcome.tasks]
+    assert statuses == [(1, "COMPLETED"), (2, "COMPLETED"), (3, "FAILED"), (4, "NOT_RUN")]
+    first, second, failed, skipped = outcome.tasks
+    assert deserialize_node_asset(first["output"], "output").get_deserialized() == 11
+    assert deserialize_node_asset(second["output"], "output").get_deserialized() == 21
+    assert first["stdout"] == "adding 1 and 10\n" and second["stdout"] == "adding 11 and 10\n"  # each task's own
+    assert failed["exception"]["type"].endswith("CustomError") and "it broke" in failed["stderr"]
+    assert skipped["output"] is None and "not run" in skipped["stderr"]
+    assert "CustomError: it broke" in layout.failure_file.read_text()
