@@ -34,7 +34,7 @@ from byoc_executor import codec, helper_nodes, managed, pipeline
 from byoc_executor.errors import BYOCError, FollowError, ResourceNotFoundError, ResultError
 from byoc_executor.follow import Cancelled
 from byoc_executor.joblogs import LogFollower
-from byoc_executor.services import JobState, JobStatus, StagedTask, stage
+from byoc_executor.services import JobState, JobStatus
 from byoc_executor.settings import SETTING_NAMES, Settings, defaults
 
 EXECUTOR_PLUGIN_NAME = "BYOCExecutor"

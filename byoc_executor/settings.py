@@ -275,7 +275,7 @@ class Settings:
         if self.service == "braket":
             for name, why in _SAGEMAKER_ONLY.items():
                 if getattr(self, name):
-                    add(ConfigurationError(name, f"is set, but {why}", f'leave it out, or use service="sagemaker"'))
+                    add(ConfigurationError(name, f"is set, but {why}", 'leave it out, or use service="sagemaker"'))
         if self.service == "sagemaker" and self.reservation_arn:
             add(ConfigurationError("reservation_arn", "is set, but reservations are a Braket feature", 'leave it out, or use service="braket"'))
         if self.service == "sagemaker":

@@ -36,7 +36,7 @@ async def test_tags_and_kms_on_every_uploaded_object_and_on_the_job(emulator, se
     value, _, stderr, status, listener = await execute(ex, environment_and_hosts)
     assert status == RESULT_STATUS.COMPLETED, stderr
     s3 = boto(emulator, "s3")
-    uploaded = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=f"tagged/").get("Contents", []) if "/output/" not in o["Key"]]
+    uploaded = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="tagged/").get("Contents", []) if "/output/" not in o["Key"]]
     assert uploaded and all(k.endswith(("task.byoc", "source.tar.gz")) for k in uploaded)
     for key in uploaded:
         head = s3.head_object(Bucket=BUCKET, Key=key)

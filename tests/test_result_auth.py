@@ -24,7 +24,6 @@ import pytest
 from covalent._shared_files.util_classes import RESULT_STATUS
 
 from byoc_executor.container import byoc_entry as contract
-from tests.conftest import BUCKET
 from tests.test_executor_emulator import boto, execute, executor
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
