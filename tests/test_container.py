@@ -176,8 +176,14 @@ def braket_source_env(emulator: Emulator, bucket: str, key: str) -> dict[str, st
 
 
 def run_job_in_image(image: str, job: JobTree) -> subprocess.CompletedProcess:
-    """``train`` in the image (both services start it so), with the job's /opt/ml mounted at /opt/ml."""
-    return cs.run_in_image(image, ["train"], env=job.env, mounts=((job.ml, Path("/opt/ml")),), timeout=300)
+    """``train`` in the image (both services start it so), with the job's directories mounted where
+    the services mount them: /opt/ml/input, /opt/ml/model, /opt/ml/output. The image's own
+    /opt/ml/code (the entry script) stays visible, as it does on SageMaker."""
+    mounts = []
+    for part in ("input", "model", "output"):
+        (job.ml / part).mkdir(parents=True, exist_ok=True)
+        mounts.append((job.ml / part, Path("/opt/ml") / part))
+    return cs.run_in_image(image, ["train"], env=job.env, mounts=tuple(mounts), timeout=300)
 
 
 def outcome(job: JobTree) -> codec.JobOutcome:
