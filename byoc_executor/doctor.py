@@ -86,10 +86,15 @@ async def _check_bucket(pool: aws.ClientPool, target: aws.AWSTarget, settings: S
     probe = storage.S3Location(settings.s3_bucket_name, f"{settings.s3_prefix.strip('/')}/.byoc-doctor/probe".lstrip("/"))
     try:
         await storage.head_bucket(s3, settings.s3_bucket_name)
-        await storage.put_bytes(s3, probe, b"byoc-executor doctor probe")
+        # Written as the executor writes: tagged (s3:PutObjectTagging) and, with kms_key_id, under SSE-KMS.
+        tags = {"byoc:executor": "byoc-executor", **(settings.tags if settings.tag_objects else {})}
+        await storage.put_bytes(s3, probe, b"byoc-executor doctor probe", tags, settings.kms_key_id)
         await s3.delete_object(Bucket=probe.bucket, Key=probe.key)
     except BYOCError as e:
-        return Check("bucket", False, f"{e}: create it (terraform/) or fix s3_bucket_name, and allow s3:PutObject/DeleteObject on the prefix")
+        return Check(
+            "bucket", False,
+            f"{e}: create it (terraform/) or fix s3_bucket_name, and allow s3:PutObject, s3:PutObjectTagging and s3:DeleteObject on the prefix",
+        )
     except ClientError as e:
         return Check("bucket", False, f"DeleteObject on {probe.uri}: {e}")
     return Check("bucket", True, f"s3://{settings.s3_bucket_name}/{settings.s3_prefix} is reachable and writable")
