@@ -33,8 +33,8 @@ Options:
                          BASE_IMAGE=..., TORCH_REQUIREMENT=torch==2.7.1 (repeatable)
   -h, --help             this help
 
-Environment: PIP_CERT (a CA bundle for pip inside the build) is passed as a build secret, never
-stored in the image. Needs the aws CLI (v2) for the ECR login unless --no-push.
+Environment: PIP_CERT (a CA bundle for pip inside the build) and PIP_CONFIG_FILE (a pip.conf, e.g.
+naming a private index) are passed as build secrets, never stored in the image. Needs the aws CLI (v2) for the ECR login unless --no-push.
 EOF
 }
 
@@ -143,6 +143,9 @@ for arg in "${build_args[@]+"${build_args[@]}"}"; do
 done
 if [[ -n "${PIP_CERT:-}" && -f "${PIP_CERT}" ]]; then
     build+=(--secret "id=pip_cert,src=${PIP_CERT}")
+fi
+if [[ -n "${PIP_CONFIG_FILE:-}" && -f "${PIP_CONFIG_FILE}" ]]; then
+    build+=(--secret "id=pip_conf,src=${PIP_CONFIG_FILE}")
 fi
 if [[ -n "$extra_tag" ]]; then
     build+=(-t "${repository_uri}:${extra_tag}")
