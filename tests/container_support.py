@@ -296,6 +296,11 @@ def gpu_image(base: str, *, build: bool = True) -> str | None:
     return name
 
 
+def gpu_images_built() -> list[str]:
+    """Names of the GPU images in buildah's storage (any key): their layers are the build cache."""
+    return [n for image in _all_images() for n in image.get("names") or [] if n.startswith(f"{GPU_IMAGE_NAME}:")]
+
+
 def _all_images() -> list[dict]:
     """Every image in buildah's storage, intermediate ones included: ``[{"id", "names"}]``."""
     return json.loads(run(["buildah", "images", "--all", "--json"], timeout=120).stdout or "[]")
