@@ -33,8 +33,15 @@ def _fault_rate(text: str) -> tuple[str, float]:
 
 def _run_local(args: argparse.Namespace) -> int:
     # Imported here: moto and werkzeug are the "local" extra, not needed by other subcommands.
-    from byoc_executor.local import Emulator
-    from byoc_executor.local.faults import FaultPlan
+    try:
+        from byoc_executor.local import Emulator
+        from byoc_executor.local.faults import FaultPlan
+    except ModuleNotFoundError as e:
+        missing = (e.name or "").partition(".")[0]
+        if missing in ("", "byoc_executor"):
+            raise  # not a missing dependency: a broken install
+        print(f'byoc-executor local needs the "local" extra ({missing} is missing): pip install "byoc-executor[local]"', file=sys.stderr)
+        return 2
 
     stop = threading.Event()
 

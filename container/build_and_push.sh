@@ -12,26 +12,29 @@ Builds container/Dockerfile (or Dockerfile.gpu with --gpu), tags it
 (and <repository-uri>:<tag> with --tag), logs in to ECR, pushes, and prints the image URI.
 
 The image must match the client that submits tasks: same Python minor, covalent and cloudpickle.
-By default the versions are read from the client's Python ($PYTHON, else python3):
+The versions are read from the client's Python ($PYTHON, else python3; e.g. PYTHON=.venv/bin/python):
   python -c "from byoc_executor.container import byoc_entry; print(byoc_entry.runtime_versions())"
-falling back to the Dockerfile's defaults (3.11, covalent 0.240.0, cloudpickle 3.1.2).
+A version given with an option below wins. Where byoc_executor cannot be imported, all three
+options are needed: the script never guesses them (an image with other versions than the
+client's refuses every task).
 
 Options:
   --repository-uri URI   ECR repository, e.g. 123456789012.dkr.ecr.us-east-1.amazonaws.com/byoc-executor
   --region REGION        AWS region of the repository (for the ECR login)
-  --gpu                  build the GPU image (Dockerfile.gpu: CUDA base, PyTorch)
+  --gpu                  build the GPU image (Dockerfile.gpu: PyTorch with its CUDA runtime)
   --tag TAG              an extra tag, e.g. latest or dev
   --builder TOOL         docker, podman or buildah (default: the first one found that works)
   --no-push              build and tag only; no ECR login, no push
+  --dry-run              print the build command and the image URI; build and push nothing
   --python-version V     override the client's Python minor (e.g. 3.11)
   --covalent-version V   override the client's covalent version
   --cloudpickle-version V  override the client's cloudpickle version
   --build-arg KEY=VALUE  passed to the build, e.g. EXTRAS="amazon-braket-sdk pennylane",
-                         BASE_IMAGE=..., TORCH_REQUIREMENT=torch==2.5.1 (repeatable)
+                         BASE_IMAGE=..., TORCH_REQUIREMENT=torch==2.7.1 (repeatable)
   -h, --help             this help
 
-Environment: PIP_CERT (a CA bundle for pip inside the build) is passed as a build secret, never
-stored in the image. Needs the aws CLI (v2) for the ECR login unless --no-push.
+Environment: PIP_CERT (a CA bundle for pip inside the build) and PIP_CONFIG_FILE (a pip.conf, e.g.
+naming a private index) are passed as build secrets, never stored in the image. Needs the aws CLI (v2) for the ECR login unless --no-push.
 EOF
 }
 
@@ -42,7 +45,7 @@ die() {
 }
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-repository_uri="" region="" gpu=0 extra_tag="" builder="" push=1
+repository_uri="" region="" gpu=0 extra_tag="" builder="" push=1 dry_run=0
 python_version="" covalent_version="" cloudpickle_version=""
 build_args=()
 
@@ -54,6 +57,7 @@ while [[ $# -gt 0 ]]; do
         --tag) [[ $# -ge 2 ]] || die "$1 needs a value"; extra_tag="$2"; shift 2 ;;
         --builder) [[ $# -ge 2 ]] || die "$1 needs a value"; builder="$2"; shift 2 ;;
         --no-push) push=0; shift ;;
+        --dry-run) dry_run=1; shift ;;
         --python-version) [[ $# -ge 2 ]] || die "$1 needs a value"; python_version="$2"; shift 2 ;;
         --covalent-version) [[ $# -ge 2 ]] || die "$1 needs a value"; covalent_version="$2"; shift 2 ;;
         --cloudpickle-version) [[ $# -ge 2 ]] || die "$1 needs a value"; cloudpickle_version="$2"; shift 2 ;;
@@ -79,13 +83,16 @@ if [[ -n "$client_versions" ]]; then
         client_versions=""
     fi
 fi
-if [[ -z "$client_versions" ]]; then
-    echo "note: byoc_executor is not importable with $python_bin; using the Dockerfile's default versions" >&2
-    client_python=3.11 client_covalent=0.240.0 client_cloudpickle=3.1.2
+if [[ -n "$client_versions" ]]; then
+    python_version="${python_version:-$client_python}"
+    covalent_version="${covalent_version:-$client_covalent}"
+    cloudpickle_version="${cloudpickle_version:-$client_cloudpickle}"
+elif [[ -z "$python_version" || -z "$covalent_version" || -z "$cloudpickle_version" ]]; then
+    die "cannot read the client's versions: byoc_executor (with covalent and cloudpickle) is not importable with $python_bin.
+Run with the client's Python, e.g. PYTHON=/path/to/venv/bin/python $0 ... (terraform: -var client_python=...),
+or pass all of --python-version, --covalent-version and --cloudpickle-version (the client's venv prints them:
+  python -c 'from byoc_executor.container import byoc_entry; print(byoc_entry.runtime_versions())')"
 fi
-python_version="${python_version:-$client_python}"
-covalent_version="${covalent_version:-$client_covalent}"
-cloudpickle_version="${cloudpickle_version:-$client_cloudpickle}"
 byoc_version="$(sed -n 's/^version *= *"\([^"]*\)".*/\1/p' "$here/../pyproject.toml" | head -n 1)"
 byoc_version="${byoc_version:-0.0.0}"
 
@@ -109,13 +116,16 @@ if [[ -z "$builder" ]]; then
     if [[ -z "$builder" ]] && command -v buildah >/dev/null 2>&1; then
         builder=buildah
     fi
+    if [[ -z "$builder" && "$dry_run" == 1 ]]; then
+        builder=docker  # what the printed command would most likely run with
+    fi
     [[ -n "$builder" ]] || die "no working docker, podman or buildah found: install one, or pass --builder"
 fi
 case "$builder" in
     docker|podman|buildah) ;;
     *) die "--builder must be docker, podman or buildah, not $builder" ;;
 esac
-command -v "$builder" >/dev/null 2>&1 || die "$builder is not installed"
+[[ "$dry_run" == 1 ]] || command -v "$builder" >/dev/null 2>&1 || die "$builder is not installed"
 
 build=("$builder")
 case "$builder" in
@@ -134,8 +144,18 @@ done
 if [[ -n "${PIP_CERT:-}" && -f "${PIP_CERT}" ]]; then
     build+=(--secret "id=pip_cert,src=${PIP_CERT}")
 fi
+if [[ -n "${PIP_CONFIG_FILE:-}" && -f "${PIP_CONFIG_FILE}" ]]; then
+    build+=(--secret "id=pip_conf,src=${PIP_CONFIG_FILE}")
+fi
 if [[ -n "$extra_tag" ]]; then
     build+=(-t "${repository_uri}:${extra_tag}")
+fi
+
+if [[ "$dry_run" == 1 ]]; then
+    printf '%q ' "${build[@]}" "$here"
+    printf '\n'
+    echo "image_uri = \"$image\""
+    exit 0
 fi
 
 echo "building $image (Python $python_version, covalent $covalent_version, cloudpickle $cloudpickle_version) with $builder" >&2

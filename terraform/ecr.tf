@@ -48,6 +48,8 @@ resource "terraform_data" "image" {
   provisioner "local-exec" {
     working_dir = "${path.module}/.."
     command     = "container/build_and_push.sh --repository-uri '${aws_ecr_repository.jobs.repository_url}' --region '${var.region}' --tag '${var.image_tag}'"
+    # The script reads the versions the image must match from this Python's byoc_executor.
+    environment = { PYTHON = var.client_python }
   }
 }
 
@@ -59,5 +61,7 @@ resource "terraform_data" "image_gpu" {
   provisioner "local-exec" {
     working_dir = "${path.module}/.."
     command     = "container/build_and_push.sh --repository-uri '${aws_ecr_repository.jobs.repository_url}' --region '${var.region}' --gpu --tag '${var.image_tag}-gpu'"
+    # The script reads the versions the image must match from this Python's byoc_executor.
+    environment = { PYTHON = var.client_python }
   }
 }

@@ -134,6 +134,12 @@ variable "build_image" {
   default     = false
 }
 
+variable "client_python" {
+  description = "With build_image: the Python of the client that will submit tasks (e.g. the absolute path of .venv/bin/python). build_and_push.sh reads the Python, covalent and cloudpickle versions the image must match from its byoc_executor, and fails if it cannot import it."
+  type        = string
+  default     = "python3"
+}
+
 variable "build_gpu_image" {
   description = "Also build and push the GPU variant as <repository>:<image_tag>-gpu (build_and_push.sh --gpu)."
   type        = bool

@@ -9,9 +9,16 @@ on a local Debian base image made by debootstrap, and runs commands in it with `
   :data:`CACHE_DIR` in case buildah's storage is wiped;
 - the job image ``localhost/byoc-executor-test:<key>``, keyed by the Dockerfile, the files it
   copies and the build arguments. It is built to match THIS client's Python minor, covalent and
-  cloudpickle (``byoc_entry.runtime_versions()``), as a user's build must match theirs.
+  cloudpickle (``byoc_entry.runtime_versions()``), as a user's build must match theirs;
+- the GPU image ``localhost/byoc-executor-test-gpu:<key>`` (``Dockerfile.gpu``: PyTorch with its
+  CUDA runtime, about 7.6 GB), built by ``build_and_push.sh --gpu --builder buildah --no-push``
+  as a user builds it, keyed the same way. Only one is kept: building another removes the others
+  (their shared layers stay, as the build cache of the next one).
 
 Buildah's own storage (``/var/lib/containers``) holds the images; nothing goes into the repo.
+:func:`remove_project_images` (``make distclean``) removes every image built on the tests' base.
+Run as a script (``python3 tests/container_support.py remove-images``) it needs only the standard
+library, so it works after ``make clean`` has removed the venv.
 """
 
 from __future__ import annotations
@@ -28,9 +35,6 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import byoc_executor
-from byoc_executor.container import byoc_entry
-
 REPO = Path(__file__).resolve().parent.parent
 CONTAINER_DIR = REPO / "container"
 CACHE_DIR = Path(os.environ.get("BYOC_CONTAINER_CACHE", "/var/tmp/byoc-container-cache"))
@@ -38,6 +42,7 @@ SUITE = "bookworm"  # Debian 12: python3 is 3.11, the client's minor
 BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates")
 BASE_NAME = "localhost/byoc-test-base"
 IMAGE_NAME = "localhost/byoc-executor-test"
+GPU_IMAGE_NAME = "localhost/byoc-executor-test-gpu"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 # The files the Dockerfile copies (see container/.dockerignore).
 IMAGE_INPUTS = ("Dockerfile", "byoc_entry.py", "train", "requirements.txt", ".dockerignore")
@@ -119,6 +124,11 @@ def _key(*parts: str | bytes) -> str:
 # --- the base image -----------------------------------------------------------------------------------
 
 
+def base_image_name(mirror: str | None = None) -> str:
+    """The name :func:`base_image` gives the base for this machine's mirror (whether built or not)."""
+    return f"{BASE_NAME}:{_key('base-v1', SUITE, mirror or debian_mirror(), *BASE_PACKAGES)}"
+
+
 def base_image(mirror: str | None = None) -> str:
     """``localhost/byoc-test-base:<key>``: Debian minbase with Python, made by debootstrap; cached.
 
@@ -126,8 +136,8 @@ def base_image(mirror: str | None = None) -> str:
         ContainerSetupError: debootstrap or buildah failed.
     """
     mirror = mirror or debian_mirror()
-    key = _key("base-v1", SUITE, mirror, *BASE_PACKAGES)
-    name = f"{BASE_NAME}:{key}"
+    name = base_image_name(mirror)
+    key = name.rsplit(":", 1)[1]
     if image_exists(name):
         return name
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
@@ -195,6 +205,9 @@ def pip_index_conf(directory: Path) -> Path | None:
 
 def build_args(base: str, extras: str = "", **over: str) -> dict[str, str]:
     """Build arguments that make the image match this client."""
+    import byoc_executor
+    from byoc_executor.container import byoc_entry
+
     versions = byoc_entry.runtime_versions()
     args = {
         "BASE_IMAGE": base,
@@ -218,8 +231,7 @@ def build_image(base: str, *, dockerfile: str = "Dockerfile", tag: str | None = 
         ContainerSetupError: the build failed (its output is in the message).
     """
     args = build_args(base, extras, **over)
-    inputs = [(CONTAINER_DIR / f).read_bytes() for f in IMAGE_INPUTS if f != "Dockerfile"]
-    key = _key("image-v1", (CONTAINER_DIR / dockerfile).read_bytes(), *inputs, json.dumps(args, sort_keys=True))
+    key = image_key(dockerfile, args)
     name = tag or f"{IMAGE_NAME}:{key}"
     if image_exists(name):
         return name
@@ -235,6 +247,115 @@ def build_image(base: str, *, dockerfile: str = "Dockerfile", tag: str | None = 
             argv += ["--secret", f"id=pip_conf,src={conf}"]
         run([*argv, str(CONTAINER_DIR)], timeout=1800)
     return name
+
+
+def image_key(dockerfile: str, args: dict[str, str]) -> str:
+    """The cache key of an image: its Dockerfile, the files it copies, its build arguments."""
+    inputs = [(CONTAINER_DIR / f).read_bytes() for f in IMAGE_INPUTS if f != "Dockerfile"]
+    return _key("image-v1", (CONTAINER_DIR / dockerfile).read_bytes(), *inputs, json.dumps(args, sort_keys=True))
+
+
+def gpu_image(base: str, *, build: bool = True) -> str | None:
+    """``localhost/byoc-executor-test-gpu:<key>``, built by ``build_and_push.sh --gpu`` if missing.
+
+    The script reads the versions from this client (``PYTHON``) as it does for a user; the key
+    covers the same inputs as :func:`build_image`. After a build, every other GPU image is removed.
+
+    Args:
+        base: The base image (``BASE_IMAGE``).
+        build: Build the image if it is not there; when False, return None instead.
+
+    Returns:
+        The image name, or None if it is not built and ``build`` is False.
+
+    Raises:
+        ContainerSetupError: the build failed (its output is in the message).
+    """
+    args = build_args(base, "")
+    del args["EXTRAS"]  # the script passes none: Dockerfile.gpu's default is what a user gets
+    key = image_key("Dockerfile.gpu", args)
+    name = f"{GPU_IMAGE_NAME}:{key}"
+    if image_exists(name):
+        return name
+    if not build:
+        return None
+    env = {**os.environ, "PYTHON": sys.executable}
+    cert = pip_cert()
+    if cert:
+        env["PIP_CERT"] = cert
+    with tempfile.TemporaryDirectory() as scratch:
+        conf = pip_index_conf(Path(scratch))
+        if conf:
+            env["PIP_CONFIG_FILE"] = str(conf)
+        run(
+            [str(CONTAINER_DIR / "build_and_push.sh"), "--gpu", "--builder", "buildah", "--no-push",
+             "--repository-uri", GPU_IMAGE_NAME, "--region", "us-east-1", "--tag", key, "--build-arg", f"BASE_IMAGE={base}"],
+            env=env, timeout=3600,
+        )
+    prune_gpu_images(keep=name)
+    return name
+
+
+def gpu_images_built() -> list[str]:
+    """Names of the GPU images in buildah's storage (any key): their layers are the build cache."""
+    return [n for image in _all_images() for n in image.get("names") or [] if n.startswith(f"{GPU_IMAGE_NAME}:")]
+
+
+def _all_images() -> list[dict]:
+    """Every image in buildah's storage, intermediate ones included: ``[{"id", "names"}]``."""
+    return json.loads(run(["buildah", "images", "--all", "--json"], timeout=120).stdout or "[]")
+
+
+def _inspect(image: str) -> dict:
+    return json.loads(run(["buildah", "inspect", "--type", "image", image], timeout=120).stdout)
+
+
+def _diff_ids(info: dict) -> list[str]:
+    return list(info["OCIv1"].get("rootfs", {}).get("diff_ids") or [])
+
+
+def prune_gpu_images(keep: str) -> list[str]:
+    """Remove every image from a ``Dockerfile.gpu`` build (tagged or cache) that ``keep`` is not built on.
+
+    The images ``keep`` was built from (its build cache: their layers are a prefix of its own) stay,
+    so that the next build after a change to a late input reuses its PyTorch layer.
+
+    Returns:
+        The IDs removed.
+    """
+    kept = _diff_ids(_inspect(keep))
+    removed = []
+    for image in _all_images():
+        info = _inspect(image["id"])
+        labels = (info["OCIv1"].get("config") or {}).get("Labels") or {}
+        layers = _diff_ids(info)
+        # Only Dockerfile.gpu sets this label; keep's own ID passes the prefix test too.
+        if "io.byoc-executor.torch" not in labels or kept[: len(layers)] == layers:
+            continue
+        run(["buildah", "rmi", "-f", image["id"]], check=False, timeout=300)
+        removed.append(image["id"])
+    return removed
+
+
+def remove_project_images() -> list[str]:
+    """Remove the tests' base images and every image built on one (the job images, their caches).
+
+    An image is the tests' if its first layer is the first layer of a ``localhost/byoc-test-base``
+    image: the base is a debootstrap rootfs made here, so nothing else starts with that layer.
+
+    Returns:
+        The IDs removed.
+    """
+    images = _all_images()
+    layers = {image["id"]: _diff_ids(_inspect(image["id"])) for image in images}
+    names = {image["id"]: image.get("names") or [] for image in images}
+    base_layers = {layers[i][0] for i, n in names.items() if layers.get(i) and any(x.startswith(f"{BASE_NAME}:") for x in n)}
+    ours = [(len(ids), image_id) for image_id, ids in layers.items() if ids and ids[0] in base_layers]
+    removed = []
+    for _, image_id in sorted(ours, reverse=True):  # children before the images they are built on
+        if run(["buildah", "rmi", "-f", image_id], check=False, timeout=300).returncode == 0:
+            removed.append(image_id)
+    return removed
 
 
 def image_size(name: str) -> int:
@@ -297,3 +418,12 @@ def source_archive_bytes() -> bytes:
     from byoc_executor.byoc import _source_archive
 
     return _source_archive()
+
+
+if __name__ == "__main__":
+    # `make distclean`: python3 tests/container_support.py remove-images (standard library only).
+    if sys.argv[1:] != ["remove-images"]:
+        sys.exit("usage: python3 tests/container_support.py remove-images")
+    if shutil.which("buildah") is None:
+        sys.exit(0)  # no buildah, no images
+    print(f"removed {len(remove_project_images())} buildah images built by the tests")

@@ -395,6 +395,21 @@ async def test_cancelled_job_in_the_image_is_stopped(container_emulator: Emulato
     assert processes_mentioning(f"{job_name_of(listener)}/opt") == []
 
 
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.gpu"])
+def test_build_without_the_clients_versions_fails_before_installing_anything(job_image: str, dockerfile: str) -> None:
+    """The Dockerfiles have no version defaults: a build that does not pass them stops at once."""
+    base = cs.build_args(cs.base_image())["BASE_IMAGE"]
+    done = cs.run(
+        ["buildah", "bud", "--isolation", "chroot", "--network", "host", "--no-cache", "--force-rm", "-f", str(cs.CONTAINER_DIR / dockerfile),
+         "--build-arg", f"BASE_IMAGE={base}", "-t", "localhost/byoc-executor-test-unversioned", str(cs.CONTAINER_DIR)],
+        check=False, timeout=300,
+    )
+    assert done.returncode != 0
+    assert "CLOUDPICKLE_VERSION must be your client's" in done.stderr + done.stdout
+    assert "Collecting " not in done.stdout  # it stopped before pip resolved anything
+    assert not cs.image_exists("localhost/byoc-executor-test-unversioned")
+
+
 def test_build_script_builds_and_tags_with_the_versions_inside(job_image: str) -> None:
     """build_and_push.sh --no-push with buildah: the tag names the versions, the labels agree."""
     versions = contract.runtime_versions()
