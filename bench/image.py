@@ -12,7 +12,7 @@ Cold start is measured over ``--runs`` fresh working containers (a new ``buildah
 
 - ``launch -> first line``: from starting ``buildah run ... -- train`` to the task's first line on
   stdout: buildah's chroot setup, the ``train`` shim, the interpreter, ``import covalent``,
-  verifying the signed payload, unpickling, calling the task (what a job adds on top of the
+  verifying the payload, unpickling, calling the task (what a job adds on top of the
   service's own provisioning and image pull);
 - ``launch -> bare python``: the same for ``python -c "print(...)"``: buildah's overhead plus the
   interpreter's start; the difference is the entry script's own share. (In-container clocks such

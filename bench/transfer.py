@@ -91,7 +91,9 @@ async def _with_ticker(work):
 
 async def _byoc(mode: str, url: str, size: int, path: str) -> dict:
     from byoc_executor import aws, codec, storage
-    from byoc_executor.byoc import _fetch_outcome
+    from types import SimpleNamespace
+
+    from byoc_executor.pipeline import fetch_outcome
     from byoc_executor.services import JobState, JobStatus
 
     target = aws.AWSTarget("us-east-1", "", "", url, True)
@@ -125,7 +127,8 @@ async def _byoc(mode: str, url: str, size: int, path: str) -> dict:
             )
 
             async def work() -> None:
-                outcome = await _fetch_outcome(s3, status, RESULT_KEY)
+                # fetch_outcome reads only the job's S3 client and result key.
+                outcome = await fetch_outcome(SimpleNamespace(s3=s3, result_key=RESULT_KEY), status)
                 assert outcome.ok and len(outcome.value) == size
 
         else:  # download-byoc-file

@@ -30,7 +30,7 @@ from covalent.executor.base import AsyncBaseExecutor
 from covalent.executor.schemas import ResourceMap, TaskSpec, TaskUpdate
 from covalent.executor.utils import Signals
 
-from byoc_executor import codec, helper_nodes, managed, pipeline
+from byoc_executor import codec, helper_nodes, managed, pipeline, server_stop
 from byoc_executor.errors import BYOCError, FollowError, ResourceNotFoundError, ResultError
 from byoc_executor.follow import Cancelled
 from byoc_executor.joblogs import LogFollower
@@ -137,6 +137,7 @@ class BYOCExecutor(AsyncBaseExecutor):
         encoded: codec.EncodedTask | None = None
         job: pipeline.Job | None = None
         ended = False
+        stop = server_stop.electron_started(self)  # the server's stop ends this electron at once
         try:
             settings = self.settings()
             await pipeline.check_settings(settings)
@@ -149,18 +150,21 @@ class BYOCExecutor(AsyncBaseExecutor):
                 raise TaskCancelledError(f"node {node_id} was cancelled before its job was submitted")
             encoded = await asyncio.to_thread(codec.encode_task, function, args, kwargs)
             job = await pipeline.launch(settings, dispatch_id, node_id, encoded)
+            stop.submitted(job.job_id)  # a stop that came meanwhile ends the electron now
             self._record_handle(job.handle)
             logs = pipeline.log_follower(job)
             status = await pipeline.follow(job, _Electron(self), logs)
             ended = True
             value = await self._collect(job, status, logs)
-            pipeline.delete_artifacts_later(job)
+            await pipeline.delete_artifacts_once_recorded(job)
             return value
         except asyncio.CancelledError:
-            # The Covalent server is shutting down: its event loop cancels the running tasks. A job
-            # left running would bill until max_runtime with nobody to collect its value.
+            # The Covalent server is shutting down (server_stop cancels this task at its signal, or
+            # the loop cancels it at its end). A job left running would bill until max_runtime.
             if job is not None and not ended:
                 await pipeline.cancel_at_exit(job, self._stderr)
+            if stop.stopping:
+                raise stop.cancelled(job.job_id if job is not None else "") from None  # the node ends CANCELLED
             raise
         except Cancelled as e:
             raise TaskCancelledError(str(e)) from e
@@ -174,6 +178,7 @@ class BYOCExecutor(AsyncBaseExecutor):
         except _REPORTED as e:
             message = f"{type(e).__name__}: {e}"
         finally:
+            stop.close()
             if encoded is not None:
                 await pipeline.discard(encoded)
             self._stop_reading_dispatcher()
@@ -239,13 +244,18 @@ class BYOCExecutor(AsyncBaseExecutor):
             Exception: the group could not be started (its nodes FAILED with the message).
         """
         dispatch_id, group_id = task_group_metadata["dispatch_id"], task_group_metadata["task_group_id"]
+        # send() and poll() run in one task of Covalent's runner: the server's stop ends it at once.
+        stop = self._byoc_stop = server_stop.electron_started(self)
         settings = self.settings()
         await pipeline.check_settings(settings)
         managed.sweep()
         tasks, inputs = await asyncio.to_thread(managed.assemble, task_specs, resources)
         if await asyncio.to_thread(managed.all_helpers, tasks):
             try:
-                return {"mode": "server", "outcomes": await asyncio.to_thread(managed.run_helpers, tasks, inputs)}
+                outcomes = await asyncio.to_thread(managed.run_helpers, tasks, inputs)
+                managed.forget(dispatch_id, group_id)
+                stop.close()
+                return {"mode": "server", "outcomes": outcomes}
             except helper_nodes.HelperUnavailable as e:
                 log.info("task group %s: helpers whose inputs cannot be unpickled here (%s) run as a job", group_id, e)
         if await self._cancel_requested_if_answered():
@@ -253,9 +263,18 @@ class BYOCExecutor(AsyncBaseExecutor):
         encoded = await asyncio.to_thread(codec.encode_group, dispatch_id, tasks, inputs)
         try:
             job = await pipeline.launch(settings, dispatch_id, group_id, encoded)
+        except BaseException:
+            stop.close()
+            raise
         finally:
             await pipeline.discard(encoded)
             managed.forget(dispatch_id, group_id)
+        try:
+            stop.submitted(job.job_id)  # a stop that came meanwhile ends the group now
+        except asyncio.CancelledError:
+            await pipeline.cancel_at_exit(job, lambda line: None)
+            stop.close()
+            raise stop.cancelled(job.job_id) from None
         self._record_handle(job.handle)
         return {"mode": "job", "job": job, "nodes": [t["node_id"] for t in tasks]}
 
@@ -271,12 +290,20 @@ class BYOCExecutor(AsyncBaseExecutor):
         lines: list[str] = []
         node = _Electron(self, lines.append)
         logs = pipeline.log_follower(job)
+        stop = self.__dict__.get("_byoc_stop") or server_stop.electron_started(self)
         try:
             status = await pipeline.follow(job, node, logs)
         except asyncio.CancelledError:
             await pipeline.cancel_at_exit(job, lines.append)
+            if stop.stopping:
+                if job.settings.on_server_exit == "keep":
+                    lines.append(f"byoc executor: the Covalent server stopped; job {job.job_id} keeps running (on_server_exit = keep): "
+                                 f"collect its value with `byoc-executor result {job.staged.job_name}`\n")
+                self._note_cancelled(task_group_metadata, lines)
+                raise stop.cancelled(job.job_id) from None  # Covalent ends the group's nodes CANCELLED
             raise
         except Cancelled as e:
+            self._note_cancelled(task_group_metadata, lines)
             raise TaskCancelledError(str(e)) from e
         except (FollowError, BYOCError) as e:
             return {**data, "status": None, "error": f"byoc executor: {e}\n", "lines": lines}
@@ -284,6 +311,7 @@ class BYOCExecutor(AsyncBaseExecutor):
             message = f"{type(e).__name__}: {e}" + await pipeline.abandon(job)
             return {**data, "status": None, "error": f"byoc executor: {message}\n", "lines": lines}
         finally:
+            stop.close()
             self._stop_reading_dispatcher()
         try:
             outcome = await self._outcome(job, status, logs)
@@ -296,7 +324,7 @@ class BYOCExecutor(AsyncBaseExecutor):
         dispatch_id, group_id = task_group_metadata["dispatch_id"], task_group_metadata["task_group_id"]
         node_ids = list(task_group_metadata["node_ids"])
         if data is None:
-            return managed.cancelled_updates(dispatch_id, node_ids)
+            return await asyncio.to_thread(managed.cancelled_updates, dispatch_id, group_id, node_ids)
         if data["mode"] == "server":
             return await asyncio.to_thread(managed.task_updates, dispatch_id, group_id, node_ids, data["outcomes"])
         job: pipeline.Job = data["job"]
@@ -310,7 +338,8 @@ class BYOCExecutor(AsyncBaseExecutor):
                 said += f"byoc executor: job {status.job_id} ended {status.raw_status} although its tasks returned: {status.failure_reason}\n"
                 return await asyncio.to_thread(managed.task_updates, dispatch_id, group_id, node_ids, None, said)
             updates = await asyncio.to_thread(managed.task_updates, dispatch_id, group_id, node_ids, outcome.tasks, said)
-            pipeline.delete_artifacts_later(job)  # the outputs are on this disk now, where Covalent copies them from
+            # Deleted once Covalent's task that called receive() has copied the outputs in and recorded them.
+            await pipeline.delete_artifacts_once_recorded(job)
             return updates
         tail = LogFollower(None, "", "")
         tail.lines.extend(data.get("logs", []))
@@ -319,6 +348,10 @@ class BYOCExecutor(AsyncBaseExecutor):
         else:
             said += (outcome.stdout + outcome.stderr) + _no_result(job, status, tail)
         return await asyncio.to_thread(managed.task_updates, dispatch_id, group_id, node_ids, None, said)
+
+    def _note_cancelled(self, task_group_metadata: dict, lines: list[str]) -> None:
+        text = "".join(line if line.startswith("byoc executor:") else f"[byoc] {line}\n" for line in lines)
+        managed.note_cancelled(task_group_metadata["dispatch_id"], task_group_metadata["task_group_id"], text)
 
     # -- cancel -----------------------------------------------------------------------------------------
 
@@ -330,6 +363,8 @@ class BYOCExecutor(AsyncBaseExecutor):
         """
         if not job_handle:
             return True  # nothing was submitted; run() and send() see the request before they submit
+        if server_stop.keeps_job(self):
+            return False  # the server is stopping and on_server_exit = "keep": the job runs on
         settings = self.settings()
         if isinstance(job_handle, dict) and job_handle.get("region"):
             settings.region = job_handle["region"]

@@ -125,6 +125,57 @@ def _add_local(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_run_local)
 
 
+def _add_jobs(subparsers: argparse._SubParsersAction) -> None:
+    from byoc_executor import rescue_cli
+
+    parser = subparsers.add_parser(
+        "jobs",
+        help="list byoc-executor's jobs (found by their tags), even with no Covalent server running",
+        description="List the Braket hybrid jobs and SageMaker training jobs byoc-executor started (tagged "
+        "byoc:executor): service, name, dispatch, node, state, start time, billable time, and the job id "
+        "that `cancel` and `result` take.",
+    )
+    parser.add_argument("--dispatch", default="", metavar="D", help="only the jobs of dispatch D")
+    parser.add_argument("--running", action="store_true", help="only jobs that have not ended")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    rescue_cli.add_target_arguments(parser)
+    parser.set_defaults(func=rescue_cli.run_jobs)
+
+
+def _add_cancel(subparsers: argparse._SubParsersAction) -> None:
+    from byoc_executor import rescue_cli
+
+    parser = subparsers.add_parser(
+        "cancel",
+        help="cancel a job, or every running job of a dispatch",
+        description="Cancel a Braket hybrid job (CancelJob) or stop a SageMaker training job (StopTrainingJob): "
+        "JOB is a Braket job ARN or name, or a SageMaker training job name or ARN; --dispatch D cancels every "
+        "running job of dispatch D.",
+    )
+    parser.add_argument("job", nargs="?", default="", metavar="JOB", help="the job's ARN (Braket) or name")
+    parser.add_argument("--dispatch", default="", metavar="D", help="cancel every running job of dispatch D")
+    rescue_cli.add_target_arguments(parser)
+    parser.set_defaults(func=rescue_cli.run_cancel)
+
+
+def _add_result(subparsers: argparse._SubParsersAction) -> None:
+    from byoc_executor import rescue_cli
+
+    parser = subparsers.add_parser(
+        "result",
+        help="download, verify and print a finished job's value (or its exception)",
+        description="Download a finished job's result, verify it as the executor does (the payload against the "
+        "digest the job's request pinned, then the result with the key in that payload) and print its value, or "
+        "save it with --out FILE as a pickle. For an electron that raised, print the exception's type, message and "
+        "remote traceback and exit 1. Exit 2: no such job, not finished, or its result is gone; 3: refused.",
+    )
+    parser.add_argument("job", metavar="JOB", help="the job's ARN (Braket) or name")
+    parser.add_argument("--out", default="", metavar="FILE", help="save the value to FILE as a pickle instead of printing it")
+    parser.add_argument("--show-output", action="store_true", help="also print what the task printed (to stderr)")
+    rescue_cli.add_target_arguments(parser)
+    parser.set_defaults(func=rescue_cli.run_result)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``byoc-executor`` argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="byoc-executor", description="byoc-executor command-line tools")
@@ -134,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     from byoc_executor import doctor
 
     doctor.add_parser(subparsers)
+    _add_jobs(subparsers)
+    _add_cancel(subparsers)
+    _add_result(subparsers)
     return parser
 
 

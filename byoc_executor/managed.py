@@ -150,8 +150,27 @@ def task_updates(dispatch_id: str, group_id: int | str, node_ids: list[int], out
     return updates
 
 
-def cancelled_updates(dispatch_id: str, node_ids: list[int]) -> list[TaskUpdate]:
-    return [TaskUpdate(dispatch_id=dispatch_id, node_id=n, status=RESULT_STATUS.CANCELLED, assets={}) for n in node_ids]
+# What the executor had to say about a group that Covalent ends CANCELLED: poll() raises
+# TaskCancelledError, and Covalent then hands receive() nothing but None.
+_cancel_notes: dict[tuple[str, str], str] = {}
+
+
+def note_cancelled(dispatch_id: str, group_id: int | str, text: str) -> None:
+    _cancel_notes[(str(dispatch_id), str(group_id))] = text
+
+
+def cancelled_updates(dispatch_id: str, group_id: int | str, node_ids: list[int]) -> list[TaskUpdate]:
+    """Every node CANCELLED, with the executor's note (if any) as its stderr."""
+    note = _cancel_notes.pop((str(dispatch_id), str(group_id)), "")
+    if not note:
+        return [TaskUpdate(dispatch_id=dispatch_id, node_id=n, status=RESULT_STATUS.CANCELLED, assets={}) for n in node_ids]
+    out = staging_dir(dispatch_id, group_id) / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    return [
+        TaskUpdate(dispatch_id=dispatch_id, node_id=n, status=RESULT_STATUS.CANCELLED,
+                   assets={"stderr": _asset(out / f"stderr-{n}.txt", note.encode())})
+        for n in node_ids
+    ]
 
 
 def _asset(path: Path, data: bytes) -> AssetUpdate:

@@ -43,10 +43,6 @@ SUBMIT_RETRY_FOR = 600.0  # how long a create that fails transiently is retried 
 COLLECT_RETRY_FOR = 600.0  # how long a result download that fails transiently is retried
 EXIT_CANCEL_TIMEOUT = 30.0  # at server shutdown, how long the cancel of a running job may take
 BUCKET_CHECK_TTL = 300.0  # a bucket found reachable is not asked about again for this long
-DELETE_DELAY = 15.0
-"""Seconds between handing a value to Covalent and deleting its artifacts from S3: Covalent stores
-a value it was handed within milliseconds, and a server that dies meanwhile leaves the artifacts
-(never the reverse)."""
 
 _background: set[asyncio.Task] = set()  # tasks that must not be garbage-collected while they run
 
@@ -169,16 +165,16 @@ async def fetch_outcome(job: Job, status: JobStatus) -> codec.JobOutcome:
             await asyncio.to_thread(os.unlink, path)  # deleting a large file can take a while
 
 
-def delete_artifacts_later(job: Job) -> None:
-    """Delete the task's S3 artifacts DELETE_DELAY seconds from now, unless ``keep_artifacts``.
+async def delete_artifacts_once_recorded(job: Job) -> None:
+    """Delete the task's S3 artifacts once Covalent has recorded the value, unless ``keep_artifacts``.
 
-    Called once the value has been handed to Covalent. A failure loses nothing: it is a warning.
+    Called once the value has been handed to Covalent (``server_stop.after_recorded``: in a
+    server, when Covalent's task that records it has ended well). A failure loses nothing: a warning.
     """
     if job.settings.keep_artifacts:
         return
 
     async def delete() -> None:
-        await asyncio.sleep(DELETE_DELAY)
         where = storage.S3Location(job.staged.base.bucket, job.staged.base.key.rstrip("/") + "/")
         try:
             # The pool's client of now: the job's may have been closed meanwhile.
@@ -188,13 +184,13 @@ def delete_artifacts_later(job: Job) -> None:
         except BYOCError as e:
             log.warning("could not delete the artifacts under %s: %s", job.staged.base.uri, e)
 
-    task = asyncio.get_running_loop().create_task(delete())
-    _background.add(task)
-    task.add_done_callback(_background.discard)
+    from byoc_executor import server_stop  # server_stop imports this module's neighbours lazily
+
+    await server_stop.after_recorded(delete)
 
 
 async def settle_background() -> None:
-    """Wait for the pending artifact deletions (tests; a caller about to close the clients)."""
+    """Wait for this module's background tasks (a caller about to close the clients)."""
     while _background:
         await asyncio.gather(*list(_background), return_exceptions=True)
 

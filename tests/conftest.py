@@ -42,12 +42,6 @@ os.environ.update(_scrub_aws(_HOME / "aws"))
 
 pytest_plugins = ["byoc_executor.local.pytest_plugin"]
 
-# Artifacts are deleted as soon as a value is handed over (in the server, DELETE_DELAY later):
-# tests read S3 right after the electron. tests/test_executor_emulator.py checks the delay itself.
-from byoc_executor import pipeline  # noqa: E402
-
-pipeline.DELETE_DELAY = 0.0
-
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/byoc-executor:test"
 ROLE = "arn:aws:iam::123456789012:role/byoc-jobs"
 BUCKET = "byoc-tests"

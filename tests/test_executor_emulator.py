@@ -281,20 +281,3 @@ async def test_log_follower_reads_every_line_once_across_pages(emulator) -> None
     expected = [f"b{b} m{i:05d}" for b in range(3) for i in range(4000)]
     assert seen == expected
 
-
-async def test_artifacts_stay_until_the_value_was_handed_over_for_a_while(emulator, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Covalent stores a returned value within milliseconds; the artifacts go DELETE_DELAY later,
-    so a server that dies in between loses nothing (its artifacts simply stay)."""
-    monkeypatch.setattr(pipeline, "DELETE_DELAY", 3.0)
-    ex = executor(emulator, "sagemaker", s3_prefix="delayed")
-    listener = Listener(ex)
-    function = partial(wrapper_fn, TransportableObject(add_and_print), [], [])
-    try:
-        _, _, _, status = await ex.execute(function, [TransportableObject(2), TransportableObject(2)], {}, str(uuid.uuid4()), "/tmp", 1)
-        assert status == RESULT_STATUS.COMPLETED
-        assert any(k.endswith("model.tar.gz") for k in artifacts(emulator, "delayed/"))  # the value is back; S3 still has it
-        await pipeline.settle_background()
-        assert artifacts(emulator, "delayed/") == []
-    finally:
-        await listener.close()
-        await aws.close_clients()

@@ -474,3 +474,18 @@ def test_cli_local_injects_faults(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.wait(15)
+
+
+def test_a_rule_with_a_window_fails_every_call_inside_it_and_none_outside() -> None:
+    """``start``/``duration``: an outage of T seconds, not a rate (what outlasts botocore's retries)."""
+    plan = FaultPlan.from_json({"rules": {"braket": {"rate": 1.0, "kinds": {"throttle": 1.0}, "operations": ["GetJob"],
+                                                     "start": 5, "duration": 90}}})
+    fates = []
+    for t in (0.0, 4.9, 5.1, 50.0, 94.9, 95.1, 300.0):
+        plan.installed = time.monotonic() - t  # as if installed t seconds ago
+        fates.append(plan.decide("braket", "GetJob") is not None)
+    assert fates == [False, False, True, True, True, False, False]
+    assert plan.decide("braket", "CreateJob") is None
+    assert plan.to_json()["rules"]["braket"]["duration"] == 90
+    with pytest.raises(ValueError, match="duration"):
+        FaultPlan.from_json({"rules": {"braket": {"rate": 1.0, "duration": -1}}})

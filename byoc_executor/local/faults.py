@@ -5,7 +5,8 @@ Request faults (:class:`FaultPlan`)
     or a 500/503 instead of the service's answer. APIs are named by the service of the request's
     SigV4 credential scope (``s3``, ``braket``, ``sagemaker``, ``logs``, ``sts``); operations by
     their AWS names (``PutObject``, ``CreateJob``, ``CreateTrainingJob``, ``GetLogEvents``, ...).
-    A fault is injected in one of two modes:
+    A rule may hold for a window of time only (``start``, ``duration``: every call fails for T
+    seconds, an outage rather than a rate). A fault is injected in one of two modes:
 
     - ``before``: the request is refused without being processed (what throttling really does);
     - ``after``: the request IS processed, then its answer is replaced by a 500/503, as when a
@@ -38,6 +39,7 @@ import logging
 import random
 import tarfile
 import threading
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -94,6 +96,11 @@ class FaultRule:
             they are all zero.
         mode: ``before``, ``after``, or ``mixed`` (each fault is ``after`` with probability 1/2).
         operations: only these operations fail; empty means every operation of the API.
+        start: seconds after the plan was installed before the rule applies (0: at once).
+        duration: seconds the rule applies from ``start`` on (None: for as long as the plan is
+            installed). With ``rate`` 1.0, a window: every call of the operations fails for
+            ``duration`` seconds, as in an outage or a throttling burst that outlasts the
+            clients' retries (not a rate, which retries get past).
 
     Raises:
         ValueError: a value is out of range or unknown.
@@ -103,8 +110,15 @@ class FaultRule:
     kinds: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_KINDS))
     mode: str = BEFORE
     operations: tuple[str, ...] = ()
+    start: float = 0.0
+    duration: float | None = None
 
     def __post_init__(self) -> None:
+        for name in ("start", "duration"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
+                raise ValueError(f"a fault rule's {name} is a number of seconds >= 0, not {value!r}")
+
         if isinstance(self.rate, bool) or not isinstance(self.rate, (int, float)) or not 0.0 <= self.rate <= 1.0:
             raise ValueError(f"a fault rate must be a number in [0, 1], not {self.rate!r}")
         if self.mode not in MODES:
@@ -118,7 +132,12 @@ class FaultRule:
         object.__setattr__(self, "operations", tuple(self.operations))
 
     def to_json(self) -> dict[str, Any]:
-        return {"rate": self.rate, "kinds": dict(self.kinds), "mode": self.mode, "operations": list(self.operations)}
+        return {"rate": self.rate, "kinds": dict(self.kinds), "mode": self.mode, "operations": list(self.operations),
+                "start": self.start, "duration": self.duration}
+
+    def applies_at(self, elapsed: float) -> bool:
+        """Whether the rule is in force ``elapsed`` seconds after its plan was installed."""
+        return elapsed >= self.start and (self.duration is None or elapsed < self.start + self.duration)
 
 
 @dataclass(frozen=True)
@@ -195,13 +214,15 @@ class FaultPlan:
             api: rule if isinstance(rule, FaultRule) else FaultRule(rule, dict(kinds or DEFAULT_KINDS), mode)
             for api, rule in rules.items()
         }
+        self.installed = time.monotonic()
+        """When the plan was made: the clock of the rules' ``start`` and ``duration``."""
         self._lock = threading.Lock()
         self._seen: dict[tuple[str, str], int] = defaultdict(int)
         self._injected: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
 
     @classmethod
     def from_json(cls, data: Any) -> "FaultPlan":
-        """A plan from ``{"rates": {api: rate}, "seed", "mode", "kinds", "rules": {api: {rate, kinds, mode, operations}}}``.
+        """A plan from ``{"rates": {api: rate}, "seed", "mode", "kinds", "rules": {api: {rate, kinds, mode, operations, start, duration}}}``.
 
         ``rates`` and ``rules`` may both be given; ``rules`` wins for an API named in both.
 
@@ -221,10 +242,11 @@ class FaultPlan:
         for api, rule in rules.items():
             if not isinstance(rule, dict) or "rate" not in rule:
                 raise ValueError(f"the rule for {api!r} must be an object with a 'rate'")
-            extra = set(rule) - {"rate", "kinds", "mode", "operations"}
+            extra = set(rule) - {"rate", "kinds", "mode", "operations", "start", "duration"}
             if extra:
                 raise ValueError(f"unknown fields {sorted(extra)} in the rule for {api!r}")
-            merged[api] = FaultRule(rule["rate"], rule.get("kinds") or dict(kinds), rule.get("mode", mode), tuple(rule.get("operations", ())))
+            merged[api] = FaultRule(rule["rate"], rule.get("kinds") or dict(kinds), rule.get("mode", mode), tuple(rule.get("operations", ())),
+                                    rule.get("start", 0.0), rule.get("duration"))
         seed = data.get("seed", 0)
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ValueError(f"the seed must be an integer, not {seed!r}")
@@ -237,6 +259,8 @@ class FaultPlan:
             self._seen[(api, operation)] = n + 1
         rule = self.rules.get(api)
         if rule is None or rule.rate == 0 or (rule.operations and operation not in rule.operations):
+            return None
+        if not rule.applies_at(time.monotonic() - self.installed):
             return None
         draw = random.Random(f"{self.seed}/{api}/{operation}/{n}")
         if draw.random() >= rule.rate:
