@@ -31,7 +31,7 @@ test: venv-test
 
 ## Everything but the tests that start a Covalent server, build an image or build the sdist.
 test-fast: venv-test
-	$(PY) -m pytest -m "not covalent and not container and not packaging"
+	$(PY) -m pytest -m "not covalent and not container and not packaging and not slow"
 
 ## The job image built and run with buildah (root: installs buildah/debootstrap with apt-get if missing).
 test-container: venv-test

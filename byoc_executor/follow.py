@@ -338,10 +338,11 @@ class JobFollower:
         outage.failures += 1
         outage.last_error = f"{policy.describe(error)}"
         log.debug("%s of job %s failed (%s), retrying", what, self.job_id, error)
-        lasted = now - outage.since
+        # ``now`` is when the failed call began; it may have spent a minute in botocore's retries.
+        lasted = self._now() - outage.since
         due = outage.reported is None and lasted >= OUTAGE_REPORT_AFTER
-        if due or (outage.reported is not None and now - outage.reported >= OUTAGE_REPORT_EVERY):
-            outage.reported = now
+        if due or (outage.reported is not None and self._now() - outage.reported >= OUTAGE_REPORT_EVERY):
+            outage.reported = self._now()
             self.node.progress(
                 f"{self.settings.service} job {self.job_id}: {what} calls failing for {lasted:.0f} s "
                 f"({outage.failures} attempts, last: {outage.last_error}); still following, the job is not affected"
@@ -351,4 +352,4 @@ class JobFollower:
     def _recovered(self, what: str, now: float) -> None:
         outage = self.outages.pop(what, None)
         if outage is not None and outage.reported is not None:
-            self.node.progress(f"{self.settings.service} job {self.job_id}: {what} calls answer again after {now - outage.since:.0f} s")
+            self.node.progress(f"{self.settings.service} job {self.job_id}: {what} calls answer again after {self._now() - outage.since:.0f} s")
