@@ -381,3 +381,18 @@ def test_connections_are_kept_alive_and_left_clean(emulator):
         assert connection.sock is opened  # one TCP connection served all three
     finally:
         connection.close()
+
+
+def test_describe_training_job_has_the_fields_the_service_returns(clients):
+    """OutputDataConfig.KmsKeyId "" when unset, ResourceConfig in full, Debug/Profiler configs echoed,
+    ProfilingStatus, ModelArtifacts (required in the model's DescribeTrainingJobResponse)."""
+    debug = {"S3OutputPath": f"s3://{BUCKET}/debug", "CollectionConfigurations": []}
+    profiler = {"S3OutputPath": f"s3://{BUCKET}/profiler", "ProfilingIntervalInMilliseconds": 500}
+    name, prefix = start_sagemaker(clients, greet, 1, DebugHookConfig=debug, ProfilerConfig=profiler)
+    job = clients.sagemaker.describe_training_job(TrainingJobName=name)
+    assert job["OutputDataConfig"]["KmsKeyId"] == ""
+    assert job["ResourceConfig"] == {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 30, "KeepAlivePeriodInSeconds": 0}
+    assert job["DebugHookConfig"] == debug and job["ProfilerConfig"] == profiler and job["ProfilingStatus"] == "Enabled"
+    assert job["ModelArtifacts"]["S3ModelArtifacts"] == f"s3://{BUCKET}/{prefix}/out/{name}/output/model.tar.gz"
+    done, _ = sagemaker_until_done(clients, name)
+    assert done["TrainingJobStatus"] == "Completed", done.get("FailureReason")
