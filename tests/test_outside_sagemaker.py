@@ -27,6 +27,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 REPO = Path(__file__).resolve().parents[1]
 VENV = REPO / ".venv-sagemaker-v2"
 BUCKET = "outside-sagemaker"
+ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
 CONFIG = """SchemaVersion: '1.0'
 SageMaker:
   PythonSDK:
@@ -120,3 +121,85 @@ def test_the_sdks_waiter_and_not_found(sagemaker_v2, emulator, tmp_path):
     ''')["out"]
     assert out["status"] == "Completed"
     assert out["missing"] == {"Code": "ValidationException", "Message": "Requested resource not found."}
+
+
+# --- Estimator.fit in container mode, on an image that follows SageMaker's training contract ---------
+
+TRAIN = r'''#!/usr/bin/env python3
+"""SageMaker's training contract, as the sagemaker-training-toolkit documents it: channels in
+/opt/ml/input/data/<channel>, string hyperparameters in /opt/ml/input/config/hyperparameters.json,
+the model written to /opt/ml/model (tarred to the output path by the service), and on failure a
+message in /opt/ml/output/failure and a non-zero exit."""
+import json, os, sys
+hp = json.load(open("/opt/ml/input/config/hyperparameters.json"))
+if hp.get("fail") == "yes":
+    open("/opt/ml/output/failure", "w").write("the algorithm refused: fail=yes")
+    sys.exit(3)
+channels = {c: sorted(os.listdir(os.path.join("/opt/ml/input/data", c))) for c in os.listdir("/opt/ml/input/data")}
+print("training with", json.dumps(hp, sort_keys=True), "on", json.dumps(channels, sort_keys=True), flush=True)
+json.dump({"hp": hp, "channels": channels, "job": os.environ.get("TRAINING_JOB_NAME"), "argv": sys.argv[1:]},
+          open("/opt/ml/model/model.json", "w"))
+'''
+TRAIN_IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/outside-train:1"
+
+
+@pytest.fixture(scope="module")
+def train_image(tmp_path_factory) -> str:
+    """A small image whose ``train`` (on PATH) follows SageMaker's contract, tagged as an ECR URI."""
+    from tests import container_support as cs
+
+    try:
+        cs.ensure_tools()
+        base = cs.base_image()
+    except cs.ContainerSetupError as e:
+        pytest.fail(f"cannot build the training image with buildah: {e}", pytrace=False)
+    context = tmp_path_factory.mktemp("train-image")
+    (context / "train").write_text(TRAIN)
+    (context / "Dockerfile").write_text(f"FROM {base}\nCOPY train /usr/local/bin/train\nRUN chmod 755 /usr/local/bin/train\n")
+    cs.run(["buildah", "bud", "--isolation", "chroot", "--network", "host", "-t", TRAIN_IMAGE, str(context)], timeout=900)
+    return TRAIN_IMAGE
+
+
+@pytest.fixture(scope="module")
+def container_emulator(train_image, tmp_path_factory):
+    from byoc_executor.local.container_launcher import ContainerLauncher
+
+    launcher = ContainerLauncher("localhost/no-byoc-image:none", tool="buildah")
+    with Emulator(root=tmp_path_factory.mktemp("outside-fit"), launcher=launcher, phase_delay=0.2, kill_grace=1.0) as em:
+        s3 = client(em.url, "s3")
+        s3.create_bucket(Bucket=BUCKET)
+        s3.put_object(Bucket=BUCKET, Key="data/train/a.csv", Body=b"1,2\n")
+        s3.put_object(Bucket=BUCKET, Key="data/train/b.csv", Body=b"3,4\n")
+        yield em
+
+
+@pytest.mark.container
+def test_estimator_fit_runs_the_jobs_own_image_with_logs(sagemaker_v2, container_emulator, tmp_path):
+    out = run_sdk(sagemaker_v2, container_emulator, tmp_path, f'''
+        import io, json, tarfile, boto3
+        from sagemaker import Session
+        from sagemaker.estimator import Estimator
+        session = Session(boto_session=boto3.Session(region_name="us-east-1"))
+        estimator = Estimator(image_uri={TRAIN_IMAGE!r}, role={ROLE!r}, instance_count=1, instance_type="ml.m5.large",
+                              output_path="s3://{BUCKET}/out", sagemaker_session=session, hyperparameters={{"epochs": 3}})
+        estimator.fit({{"train": "s3://{BUCKET}/data/train/"}}, logs=True)
+        bucket, key = estimator.model_data[len("s3://"):].split("/", 1)
+        body = boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+        model = json.load(tarfile.open(fileobj=io.BytesIO(body)).extractfile("model.json"))
+        failing = Estimator(image_uri={TRAIN_IMAGE!r}, role={ROLE!r}, instance_count=1, instance_type="ml.m5.large",
+                            output_path="s3://{BUCKET}/out", sagemaker_session=session, hyperparameters={{"fail": "yes"}})
+        try:
+            failing.fit(logs=False)
+            reason = None
+        except Exception as e:
+            reason = session.describe_training_job(failing.latest_training_job.name)["FailureReason"]
+        print(json.dumps({{"model": model, "job": estimator.latest_training_job.name, "reason": reason}}))
+    ''', timeout=600)
+    result = out["out"]
+    model = result["model"]
+    assert model["hp"]["epochs"] == "3"  # hyperparameters arrive as strings (the SDK JSON-encodes them)
+    # No ENTRYPOINT: `train` itself is the command (as `docker run IMAGE train`), so it gets no arguments.
+    assert model["channels"] == {"train": ["a.csv", "b.csv"]} and model["argv"] == []
+    assert model["job"] == result["job"]
+    assert "training with" in out["stdout"]  # the SDK streamed the job's CloudWatch log
+    assert result["reason"] == "AlgorithmError: the algorithm refused: fail=yes, exit code: 3"

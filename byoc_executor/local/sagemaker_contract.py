@@ -27,6 +27,9 @@ Sources:
   description`` reads ``OutputDataConfig["KmsKeyId"]`` without a default: the service returns the
   key, as ``""`` when none was given (observed in the SDK's own test fixtures; unconfirmed in AWS's
   documentation).
+- [sdk-v2-local] SageMaker Python SDK v2 ``sagemaker/modules/local_core/local_container.py``: its
+  local mode gives the container ``TRAINING_JOB_NAME`` and ``AWS_REGION`` (what the service sets
+  beyond these is unconfirmed here).
 - [logs] SageMaker developer guide, "Log Amazon SageMaker Events with Amazon CloudWatch": log
   group ``/aws/sagemaker/TrainingJobs``, streams ``<job>/algo-<n>-<epoch seconds>``.
 """
@@ -51,6 +54,8 @@ DEFAULT_CHECKPOINT_PATH = "/opt/ml/checkpoints"
 TRAIN_COMMAND = "train"
 """[docs-train]: the argument the image is started with."""
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+ENV_TRAINING_JOB_NAME = "TRAINING_JOB_NAME"
+"""[sdk-v2-local]: the job's name, in the container's environment."""
 FAILURE_REASON_LIMIT = 1024
 """[model] ``FailureReason`` max."""
 

@@ -132,7 +132,7 @@ class TrainingJob(JobRun):
         return True  # SageMaker saves /opt/ml/model after a stop or a timeout too
 
     def contract_env(self, tree: Path) -> dict[str, str]:
-        return dict(self.request.get("Environment", {}))
+        return {sagemaker_contract.ENV_TRAINING_JOB_NAME: self.name, **self.request.get("Environment", {})}
 
     def image(self) -> str | None:
         return (self.request.get("AlgorithmSpecification") or {}).get("TrainingImage")
