@@ -396,3 +396,22 @@ def test_describe_training_job_has_the_fields_the_service_returns(clients):
     assert job["ModelArtifacts"]["S3ModelArtifacts"] == f"s3://{BUCKET}/{prefix}/out/{name}/output/model.tar.gz"
     done, _ = sagemaker_until_done(clients, name)
     assert done["TrainingJobStatus"] == "Completed", done.get("FailureReason")
+
+
+def test_training_jobs_are_per_region(emulator, clients):
+    """A us-west-2 client does not see us-east-1's jobs, and may reuse their names (names are per region)."""
+    import boto3
+
+    name, prefix = start_sagemaker(clients, greet, 1)
+    west = boto3.client("sagemaker", endpoint_url=emulator.url, region_name="us-west-2", aws_access_key_id="t", aws_secret_access_key="t")
+    with pytest.raises(ClientError) as info:
+        west.describe_training_job(TrainingJobName=name)
+    assert info.value.response["Error"]["Message"] == "Requested resource not found."
+    assert name not in [j["TrainingJobName"] for j in west.list_training_jobs(MaxResults=100)["TrainingJobSummaries"]]
+    hp = upload_payload(clients.s3, BUCKET, prefix + "-w", greet, 2)
+    arn = west.create_training_job(**sagemaker_request(name, BUCKET, prefix + "-w", hp))["TrainingJobArn"]
+    assert arn == f"arn:aws:sagemaker:us-west-2:123456789012:training-job/{name}"
+    for client_ in (clients.sagemaker, west):
+        done = poll(lambda: client_.describe_training_job(TrainingJobName=name), lambda r: r["TrainingJobStatus"],
+                    lambda r: r["TrainingJobStatus"] in ("Completed", "Failed", "Stopped"), 30)[0]
+        assert done["TrainingJobStatus"] == "Completed", done.get("FailureReason")
