@@ -217,3 +217,22 @@ def test_sagemaker_refuses_at_creation_what_process_mode_cannot_run(emulator):
     with pytest.raises(WaiterError):
         sagemaker.get_waiter("training_job_completed_or_stopped").wait(TrainingJobName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 2})
     assert list(sagemaker.get_paginator("list_training_jobs").paginate(NameContains=name))[0]["TrainingJobSummaries"] == []
+
+
+def test_a_plain_text_500_becomes_an_aws_shaped_error():
+    """What crashed the SageMaker SDK v3 (ResponseParserError on a plain-text 500) cannot reach a client."""
+    import json
+
+    from werkzeug.test import Client
+    from werkzeug.wrappers import Response
+
+    from byoc_executor.local import wire
+
+    def broken(environ, start_response):
+        return Response("Internal Server Error", status=500, content_type="text/plain")(environ, start_response)
+
+    answer = Client(wire.conform(broken, "sagemaker")).post("/")
+    assert answer.status_code == 500 and answer.headers["x-amzn-RequestId"]
+    assert json.loads(answer.get_data())["__type"] == "InternalFailure"
+    answer = Client(wire.conform(broken, "braket")).get("/job/x")
+    assert answer.headers["x-amzn-ErrorType"] == "InternalFailure"
