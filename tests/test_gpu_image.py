@@ -22,7 +22,6 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import cloudpickle
 import pytest
