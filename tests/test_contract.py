@@ -121,3 +121,27 @@ def test_job_arns_and_log_prefixes():
     assert arn.startswith("arn:aws:braket:us-west-2:123456789012:job/") and len(arn.rsplit("/", 1)[1]) == 36
     assert braket_contract.log_stream_prefix("j", arn) == f"j/{arn.rsplit('/', 1)[1]}"
     assert braket_contract.log_stream_prefix("j", "arn:aws:braket:us-west-2:123456789012:job/j") == "j"
+
+
+def test_container_mode_gets_the_services_layout(tmp_path):
+    """Container mode: /opt/ml parts mounted where the services put them, AMZN_BRAKET_* naming
+    /opt/braket (not mounted: the image links it), the emulator's own stand-ins left out."""
+    from byoc_executor.local.container_launcher import real_layout
+    from byoc_executor.local.launchers import LaunchSpec
+
+    tree = tmp_path / "job"
+    env = braket_contract.container_environment(
+        job_name="j", device="local:braket/braket_sv", braket_root=str(tree / "opt/braket"),
+        checkpoint_dir=str(tree / "opt/jobs/checkpoints"), output_s3_path="s3://bkt/jobs/j/data", job_token="t", script_mode=None,
+    )
+    env.update({"SAGEMAKER_BASE_DIR": str(tree / "opt/ml"), "HOME": str(tree / "home"), "PATH": "/host/bin", "AWS_REGION": "us-east-1"})
+    mounts, inside = real_layout(LaunchSpec("j", "braket", ["train"], env, tree))
+    assert dict((b, a) for a, b in mounts) == {
+        "/opt/ml/input": str(tree / "opt/ml/input"), "/opt/ml/model": str(tree / "opt/ml/model"),
+        "/opt/ml/output": str(tree / "opt/ml/output"), "/opt/ml/checkpoints": str(tree / "opt/ml/checkpoints"),
+        "/opt/jobs/checkpoints": str(tree / "opt/jobs/checkpoints"),
+    }
+    assert inside["AMZN_BRAKET_JOB_RESULTS_DIR"] == "/opt/braket/model"
+    assert inside["AMZN_BRAKET_HP_FILE"] == "/opt/braket/input/config/hyperparameters.json"
+    assert inside["AMZN_BRAKET_CHECKPOINT_DIR"] == "/opt/jobs/checkpoints"
+    assert not {"SAGEMAKER_BASE_DIR", "HOME", "PATH"} & set(inside) and inside["AWS_REGION"] == "us-east-1"
