@@ -22,12 +22,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import json
 import os
 import random
 import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from functools import partial
 
@@ -79,8 +81,9 @@ async def main(args: argparse.Namespace) -> None:
         status_calls: dict[str, int] = {}
 
         def count(params, **kwargs) -> None:
+            # Braket job ARNs end in a UUID, not the job's name: count by ARN, resolve names below.
             key = params.get("jobArn") or params.get("TrainingJobName")
-            status_calls[key.rsplit("/", 1)[-1]] = status_calls.get(key.rsplit("/", 1)[-1], 0) + 1
+            status_calls[key] = status_calls.get(key, 0) + 1
 
         rng = random.Random(1)
         lengths = [rng.uniform(args.min, args.max) for _ in range(args.electrons)]
@@ -162,16 +165,19 @@ async def main(args: argparse.Namespace) -> None:
 
         sync = boto3.client(args.service, endpoint_url=url, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="y")
         latencies, per_second, job_seconds = [], [], []
+        with urllib.request.urlopen(f"{url}/_byoc/jobs") as answer:  # the emulator's admin surface
+            arns = {j["name"]: j["arn"] for j in json.load(answer)}
         for name, back in returned.items():
             if args.service == "braket":
-                job = sync.get_job(jobArn=f"arn:aws:braket:us-east-1:123456789012:job/{name}")
+                job = sync.get_job(jobArn=arns[name])
                 ended, started = job["endedAt"].timestamp(), job["createdAt"].timestamp()
             else:
                 job = sync.describe_training_job(TrainingJobName=name)
                 ended, started = job["TrainingEndTime"].timestamp(), job["CreationTime"].timestamp()
             latencies.append(back - ended)
             job_seconds.append(ended - started)
-            per_second.append(status_calls.get(name, 0) / max(ended - started, 1e-3))
+            calls = status_calls.get(arns[name] if args.service == "braket" else name, 0)
+            per_second.append(calls / max(ended - started, 1e-3))
         await aws.close_clients()
     finally:
         proc.terminate()

@@ -52,7 +52,13 @@ _LOCAL_DEVICE = re.compile(r"^local:[A-Za-z0-9_-]+/[A-Za-z0-9_.-]+$")
 BRAKET_DEVICE = re.compile(f"{_DEVICE_ARN.pattern}|{_LOCAL_DEVICE.pattern}")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _ENV_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,511}$")
-S3_URI = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")
+# s3://bucket/prefix, or an https:// S3 URL of a bucket (virtual-hosted or path style): both job
+# APIs' models allow either (Braket S3Path and SageMaker S3Uri: "(https|s3)://([^/]+)/?(.*)").
+S3_URI = re.compile(
+    r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]"
+    r"|https://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\.s3(?:[.-][a-z0-9-]+)?\.amazonaws\.com"
+    r"|https://s3(?:[.-][a-z0-9-]+)?\.amazonaws\.com/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(/.*)?$"
+)
 _SUBNET = re.compile(r"^subnet-[0-9a-f]{8,17}$")
 _SECURITY_GROUP = re.compile(r"^sg-[0-9a-f]{8,17}$")
 # KMS keys as the fields that take them accept them (botocore sagemaker/2017-07-24
@@ -297,7 +303,7 @@ class Settings:
                     problem = f"has {bad[0]!r}" if bad else f"has {len(values)} entries"
                     add(ConfigurationError(name, problem, f"use at most {most} ids such as {example}"))
         if self.checkpoint_s3_uri and not S3_URI.match(self.checkpoint_s3_uri):
-            add(ConfigurationError("checkpoint_s3_uri", f"{self.checkpoint_s3_uri!r} is not an S3 URI", "use s3://<bucket>/<prefix>"))
+            add(ConfigurationError("checkpoint_s3_uri", f"{self.checkpoint_s3_uri!r} is not an S3 URI", "use s3://<bucket>/<prefix> (or an https:// S3 URL of the bucket)"))
         if self.kms_key_id:
             problems += self._kms_problems()
         if self.reservation_arn and self.service == "braket" and not _RESERVATION.match(self.reservation_arn):

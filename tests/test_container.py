@@ -359,11 +359,11 @@ async def test_killed_job_in_the_image_dies_with_its_processes(container_emulato
             await asyncio.sleep(0.1)
         name = job_name_of(listener)
         for _ in range(600):
-            if processes_mentioning(f"{name}/opt/ml") and any("sleep" in line or "byoc_entry" in line for line in processes_mentioning(f"{name}/opt/ml")):
+            if processes_mentioning(name) and any("sleep" in line or "byoc_entry" in line for line in processes_mentioning(name)):
                 break
             await asyncio.sleep(0.1)
         await asyncio.sleep(1.0)  # the task itself is sleeping now
-        seen["before"] = processes_mentioning(f"{name}/opt/ml")
+        seen["before"] = processes_mentioning(name)
         request = urllib.request.Request(f"{container_emulator.url}/_byoc/jobs/{name}/kill", method="POST")
         await asyncio.to_thread(urllib.request.urlopen, request)
         seen["name"] = [name]
@@ -373,7 +373,7 @@ async def test_killed_job_in_the_image_dies_with_its_processes(container_emulato
     assert "SIGKILL" in stderr, stderr
     name = seen["name"][0]
     assert any("byoc_entry.py" in line for line in seen["before"]), seen["before"]  # the entry script ran in the image
-    assert processes_mentioning(f"{name}/opt/ml") == []  # buildah run and everything inside it are gone
+    assert processes_mentioning(name) == []  # buildah run and everything inside it are gone
     containers = cs.run(["buildah", "containers", "--format", "{{.ContainerName}}"]).stdout
     assert f"byoc-{name}" not in containers  # the working container was removed
 
@@ -384,7 +384,7 @@ async def test_cancelled_job_in_the_image_is_stopped(container_emulator: Emulato
             await asyncio.sleep(0.1)
         name = job_name_of(listener)
         for _ in range(600):
-            if any("byoc_entry" in line for line in processes_mentioning(f"{name}/opt")):
+            if any("byoc_entry" in line for line in processes_mentioning(name)):
                 break
             await asyncio.sleep(0.1)
         await asyncio.sleep(1.0)
@@ -392,7 +392,7 @@ async def test_cancelled_job_in_the_image_is_stopped(container_emulator: Emulato
 
     _, _, _, status, listener = await execute(executor(container_emulator, "braket"), sleep_then_return, 120, meanwhile=cancel)
     assert status == RESULT_STATUS.CANCELLED
-    assert processes_mentioning(f"{job_name_of(listener)}/opt") == []
+    assert processes_mentioning(job_name_of(listener)) == []
 
 
 @pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.gpu"])

@@ -5,6 +5,7 @@ results, cancellation, timeouts, crashes, idempotency, listing, and the ``byoc-e
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import socket
@@ -165,7 +166,8 @@ def test_unknown_jobs(clients):
 
 def test_braket_job_completes(emulator, clients):
     name, prefix, arn = start_braket(clients, greet, 21)
-    assert arn == f"arn:aws:braket:us-east-1:123456789012:job/{name}"
+    # Today's Braket job ARNs end in a UUID, not the job's name (the Braket SDK's _logs_prefix).
+    assert re.fullmatch(r"arn:aws:braket:us-east-1:123456789012:job/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", arn), arn
     job, seen = braket_until_done(clients, arn)
     assert seen == ["QUEUED", "RUNNING", "COMPLETED"], job.get("failureReason")
     events = [e["eventType"] for e in job["events"]]
@@ -183,7 +185,7 @@ def test_braket_job_completes(emulator, clients):
     assert env[byoc_entry.ENV_BRAKET_DEVICE_ARN] == job["deviceConfig"]["device"]
 
     streams, messages = log_messages(clients.logs, "/aws/braket/jobs", name)
-    assert len(streams) == 1 and streams[0].startswith(f"{name}/algo-1-")
+    assert len(streams) == 1 and streams[0].startswith(f"{name}/{arn.rsplit('/', 1)[1]}/algo-1-")
     assert "hello from the task, x=21" in messages and "a line on stderr" in messages
 
 
@@ -217,8 +219,9 @@ def test_task_that_raises_fails_both_services(clients):
     sjob, _ = sagemaker_until_done(clients, name_s)
     assert bjob["status"] == "FAILED" and bjob["events"][-1]["eventType"] == "FAILED"
     assert sjob["TrainingJobStatus"] == "Failed" and sjob["SecondaryStatus"] == "Failed"
-    for reason in (bjob["failureReason"], sjob["FailureReason"]):
-        assert reason == "ValueError: the task exploded on purpose"
+    assert bjob["failureReason"] == "ValueError: the task exploded on purpose"
+    # SageMaker wraps the failure file: "AlgorithmError: <file>, exit code: <n>" (sagemaker_contract.py).
+    assert sjob["FailureReason"] == "AlgorithmError: ValueError: the task exploded on purpose, exit code: 1"
     # The results travel on failure too: the envelope holds the exception and its traceback.
     result = read_result(clients.s3, BUCKET, f"{prefix_b}/output-data/output/model.tar.gz")
     assert not result["ok"] and "the task exploded on purpose" in result["exception"]["traceback"]
@@ -378,3 +381,37 @@ def test_connections_are_kept_alive_and_left_clean(emulator):
         assert connection.sock is opened  # one TCP connection served all three
     finally:
         connection.close()
+
+
+def test_describe_training_job_has_the_fields_the_service_returns(clients):
+    """OutputDataConfig.KmsKeyId "" when unset, ResourceConfig in full, Debug/Profiler configs echoed,
+    ProfilingStatus, ModelArtifacts (required in the model's DescribeTrainingJobResponse)."""
+    debug = {"S3OutputPath": f"s3://{BUCKET}/debug", "CollectionConfigurations": []}
+    profiler = {"S3OutputPath": f"s3://{BUCKET}/profiler", "ProfilingIntervalInMilliseconds": 500}
+    name, prefix = start_sagemaker(clients, greet, 1, DebugHookConfig=debug, ProfilerConfig=profiler)
+    job = clients.sagemaker.describe_training_job(TrainingJobName=name)
+    assert job["OutputDataConfig"]["KmsKeyId"] == ""
+    assert job["ResourceConfig"] == {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 30, "KeepAlivePeriodInSeconds": 0}
+    assert job["DebugHookConfig"] == debug and job["ProfilerConfig"] == profiler and job["ProfilingStatus"] == "Enabled"
+    assert job["ModelArtifacts"]["S3ModelArtifacts"] == f"s3://{BUCKET}/{prefix}/out/{name}/output/model.tar.gz"
+    done, _ = sagemaker_until_done(clients, name)
+    assert done["TrainingJobStatus"] == "Completed", done.get("FailureReason")
+
+
+def test_training_jobs_are_per_region(emulator, clients):
+    """A us-west-2 client does not see us-east-1's jobs, and may reuse their names (names are per region)."""
+    import boto3
+
+    name, prefix = start_sagemaker(clients, greet, 1)
+    west = boto3.client("sagemaker", endpoint_url=emulator.url, region_name="us-west-2", aws_access_key_id="t", aws_secret_access_key="t")
+    with pytest.raises(ClientError) as info:
+        west.describe_training_job(TrainingJobName=name)
+    assert info.value.response["Error"]["Message"] == "Requested resource not found."
+    assert name not in [j["TrainingJobName"] for j in west.list_training_jobs(MaxResults=100)["TrainingJobSummaries"]]
+    hp = upload_payload(clients.s3, BUCKET, prefix + "-w", greet, 2)
+    arn = west.create_training_job(**sagemaker_request(name, BUCKET, prefix + "-w", hp))["TrainingJobArn"]
+    assert arn == f"arn:aws:sagemaker:us-west-2:123456789012:training-job/{name}"
+    for client_ in (clients.sagemaker, west):
+        done = poll(lambda: client_.describe_training_job(TrainingJobName=name), lambda r: r["TrainingJobStatus"],
+                    lambda r: r["TrainingJobStatus"] in ("Completed", "Failed", "Stopped"), 30)[0]
+        assert done["TrainingJobStatus"] == "Completed", done.get("FailureReason")

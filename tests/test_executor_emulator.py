@@ -101,8 +101,9 @@ async def execute(ex: BYOCExecutor, fn, *args, meanwhile=None, **kwargs):
 
 def jobs_named(emulator: Emulator, service: str, name: str) -> list[dict]:
     if service == "braket":
-        found = boto(emulator, "braket").search_jobs(filters=[{"name": "jobArn", "operator": "CONTAINS", "values": [name]}])["jobs"]
-        return [j for j in found if j["jobName"] == name]
+        # Job ARNs end in a UUID (not the name), and SearchJobs filters only by jobArn and createdAt.
+        pages = boto(emulator, "braket").get_paginator("search_jobs").paginate(filters=[])
+        return [j for page in pages for j in page["jobs"] if j["jobName"] == name]
     sagemaker = boto(emulator, "sagemaker")
     found = sagemaker.list_training_jobs(NameContains=name)["TrainingJobSummaries"] if name else sagemaker.list_training_jobs(MaxResults=100)["TrainingJobSummaries"]
     return [j for j in found if j["TrainingJobName"] == name]

@@ -169,9 +169,10 @@ def count_jobs(emulator: Emulator, service: str, name_part: str) -> list[str]:
     token = None
     while True:
         if service == "braket":
-            kwargs = {"filters": [{"name": "jobArn", "operator": "CONTAINS", "values": [name_part]}], "maxResults": 7}
+            # Job ARNs end in a UUID, and SearchJobs filters only by jobArn and createdAt: filter names here.
+            kwargs = {"filters": [], "maxResults": 7}
             page = boto(emulator, "braket").search_jobs(**kwargs, **({"nextToken": token} if token else {}))
-            names += [j["jobName"] for j in page["jobs"]]
+            names += [j["jobName"] for j in page["jobs"] if name_part in j["jobName"]]
             token = page.get("nextToken")
         else:
             kwargs = {"NameContains": name_part, "MaxResults": 7}

@@ -113,3 +113,13 @@ def test_readme_configuration_table_matches_the_settings() -> None:
     assert settings_table() in readme, "regenerate the README table: python -m byoc_executor.settings"
     for name in SETTING_NAMES:
         assert re.search(rf"\| `{name}` \|", readme)
+
+
+def test_checkpoint_s3_uri_accepts_what_the_job_apis_models_accept():
+    """Both models' S3 patterns are ``(https|s3)://([^/]+)/?(.*)``: https S3 URLs of a bucket are S3 URIs too."""
+    for uri in ("s3://my-bucket/ckpt", "https://my-bucket.s3.us-west-2.amazonaws.com/ckpt", "https://s3.us-west-2.amazonaws.com/my-bucket/ckpt"):
+        assert BYOCExecutor(**good(checkpoint_s3_uri=uri)).checkpoint_s3_uri == uri
+    for uri in ("http://my-bucket/ckpt", "https://example.com/my-bucket/ckpt", "s3://A_B/ckpt"):
+        with pytest.raises(ConfigurationError) as err:
+            BYOCExecutor(**good(checkpoint_s3_uri=uri))
+        assert err.value.setting == "checkpoint_s3_uri"

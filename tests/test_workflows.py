@@ -37,8 +37,9 @@ def client(emulator, service: str):
 def job_status(emulator, service: str, name: str) -> list[str]:
     """The statuses of every emulator job with exactly this name (a list, to count duplicates)."""
     if service == "braket":
-        jobs = client(emulator, "braket").search_jobs(filters=[{"name": "jobArn", "operator": "CONTAINS", "values": [name]}])["jobs"]
-        return [j["status"] for j in jobs if j["jobName"] == name]
+        # Job ARNs end in a UUID, and SearchJobs filters only by jobArn and createdAt: match names here.
+        pages = client(emulator, "braket").get_paginator("search_jobs").paginate(filters=[])
+        return [j["status"] for page in pages for j in page["jobs"] if j["jobName"] == name]
     jobs = client(emulator, "sagemaker").list_training_jobs(NameContains=name)["TrainingJobSummaries"]
     return [j["TrainingJobStatus"] for j in jobs if j["TrainingJobName"] == name]
 

@@ -48,6 +48,7 @@ from xml.sax.saxutils import escape
 from botocore.exceptions import BotoCoreError, ClientError
 from werkzeug.wrappers import Request, Response
 
+from byoc_executor.local import s3_uris
 from byoc_executor.local.validation import split_s3_uri
 
 logger = logging.getLogger(__name__)
@@ -502,7 +503,7 @@ class JobFaults:
         for fault in self._take(job.name, "download"):
             s3 = job.context.clients.client("s3", job.region)
             for uri in job.channels().values():
-                bucket, raw_prefix = uri.removeprefix("s3://").partition("/")[::2]
+                bucket, raw_prefix = s3_uris.to_s3_uri(uri).removeprefix("s3://").partition("/")[::2]
                 try:
                     keys = [
                         o["Key"]

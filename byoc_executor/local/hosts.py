@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from byoc_executor.container import byoc_entry
 from byoc_executor.local.launchers import Launcher, LaunchSpec, RunningJob
 from byoc_executor.local.logs import LogShipper, Tail, pump_lines
 
@@ -114,13 +113,20 @@ class HostProcess:
             pump.join()
         self.shipper.close()
 
-    def failure_reason(self, several: bool) -> str:
-        """Why this host failed: its failure file, else its exit code and last log lines."""
+    def failure_text(self, limit: int) -> str | None:
+        """The host's failure file (``/opt/ml/output/failure``), cut to ``limit``; None if absent or blank."""
         failure_file = self.ml_root / "output" / "failure"
         if failure_file.is_file():
-            text = failure_file.read_text(errors="replace")[: byoc_entry.FAILURE_REASON_LIMIT]
+            text = failure_file.read_text(errors="replace")[:limit]
             if text.strip():
                 return text
+        return None
+
+    def failure_reason(self, several: bool, limit: int = 1024) -> str:
+        """Why this host failed: its failure file, else its exit code and last log lines."""
+        text = self.failure_text(limit)
+        if text is not None:
+            return text
         where = f" on {self.host}" if several else ""
         reason = f"AlgorithmError: the job's process{where} exited with {describe_exit(self.code if self.code is not None else -1)}"
         lines = self.tail.lines()

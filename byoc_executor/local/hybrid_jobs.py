@@ -1,28 +1,36 @@
 """Amazon Braket hybrid jobs: CreateJob, GetJob, CancelJob, SearchJobs (model ``braket/2019-09-01``).
 
 Statuses (``JobPrimaryStatus``): QUEUED -> RUNNING -> COMPLETED | FAILED, and CancelJob ->
-CANCELLING -> CANCELLED. ``events[]`` use the model's ``JobEventType`` vocabulary.
+CANCELLING -> CANCELLED. ``events[]`` use the model's ``JobEventType`` vocabulary. The container
+contract (environment, layout, ARNs, log streams, queueInfo) is ``braket_contract.py``'s.
+
+What runs (decided at creation, see :func:`refusal`):
+- a job on an AWS-provided Braket image (or none) with a ``scriptModeConfig``: script mode,
+  as the AWS container runs it (``braket_script_mode.py``), in the emulator's own Python;
+- any other job: the emulator's launcher (process mode: the byoc-executor image as a process,
+  which refuses jobs that are not byoc-executor's; container mode: the job's image if the
+  container tool has it, else ``--image``).
 """
 
 from __future__ import annotations
 
 import secrets
+import sys
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from byoc_executor.container import byoc_entry
-from byoc_executor.local import validation
-from byoc_executor.local.jobs import ACCOUNT_ID, ApiError, Ending, JobContext, JobRun, Phase, now
+from byoc_executor.local import braket_contract, devices, s3_uris, validation
+from byoc_executor.local.jobs import ACCOUNT_ID, ApiError, Ending, JobContext, JobRun, Launcher, Phase, now
+from byoc_executor.local.launchers import ProcessLauncher
 from byoc_executor.local.registry import JobRegistry, paginate
-from byoc_executor.local.validation import split_s3_uri
 
 SERVICE = "braket"
 DEFAULT_MAX_RUNTIME = 432_000  # the model's maximum, and Braket's default (5 days)
-# The API's default for checkpointConfig.localPath (braket/2019-09-01 JobCheckpointConfig); the
-# Braket SDK sends /opt/jobs/checkpoints itself.
-DEFAULT_CHECKPOINT_PATH = "/opt/braket/checkpoints"
+DEFAULT_CHECKPOINT_PATH = braket_contract.DEFAULT_CHECKPOINT_PATH
+_SCRIPT_MODE_LAUNCHER = ProcessLauncher()
+SCRIPT_MODE_COMMAND = [sys.executable, "-m", "byoc_executor.local.braket_script_mode"]
 DEFAULT_SEARCH_RESULTS = 100
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")
 
@@ -34,16 +42,34 @@ def iso(timestamp: float | None) -> str | None:
     return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-def job_arn(region: str, name: str) -> str:
-    """``arn:aws:braket:<region>:123456789012:job/<jobName>``."""
-    return f"arn:aws:braket:{region}:{ACCOUNT_ID}:job/{name}"
+def job_arn(region: str, name: str | None = None) -> str:
+    """``arn:aws:braket:<region>:123456789012:job/<uuid>`` (today's ARNs end in a UUID, not the name)."""
+    return braket_contract.job_arn(region, ACCOUNT_ID)
+
+
+def script_mode(request: dict) -> bool:
+    """Whether the job runs as the AWS-provided Braket container runs a script (see the module docstring)."""
+    spec = request.get("algorithmSpecification") or {}
+    return braket_contract.is_aws_job_image((spec.get("containerImage") or {}).get("uri")) and "scriptModeConfig" in spec
+
+
+def refusal(request: dict, launcher: Launcher) -> str | None:
+    """Why local mode cannot run this job (None: it can), decided before the job is accepted."""
+    spec = request.get("algorithmSpecification") or {}
+    if braket_contract.is_aws_job_image((spec.get("containerImage") or {}).get("uri")):
+        if "scriptModeConfig" not in spec:
+            return "a job on an AWS-provided Braket image needs algorithmSpecification.scriptModeConfig (the script to run)"
+        return None
+    ask = getattr(launcher, "refusal", None)
+    return ask(SERVICE, request) if ask is not None else None
 
 
 class HybridJob(JobRun):
-    """A Braket hybrid job running ``byoc_entry`` under the Braket container contract."""
+    """A Braket hybrid job under the Braket container contract (``braket_contract.py``)."""
 
     service = SERVICE
-    log_group = "/aws/braket/jobs"
+    log_group = braket_contract.LOG_GROUP
+    failure_reason_limit = braket_contract.FAILURE_REASON_LIMIT
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
@@ -106,26 +132,35 @@ class HybridJob(JobRun):
         return ending is not Ending.STOPPED
 
     def contract_env(self, tree: Path) -> dict[str, str]:
-        script = self.request.get("algorithmSpecification", {}).get("scriptModeConfig", {})
-        out_bucket, out_prefix = split_s3_uri(self.request["outputDataConfig"]["s3Path"])
-        braket_root = tree / "opt" / "braket"  # not there until the container links it to opt/ml
-        env = {
-            byoc_entry.ENV_BRAKET_JOB_NAME: self.name,
-            byoc_entry.ENV_BRAKET_DEVICE_ARN: self.device,
-            byoc_entry.ENV_BRAKET_JOB_RESULTS_DIR: str(braket_root / "model"),
-            byoc_entry.ENV_BRAKET_CHECKPOINT_DIR: str(tree / self._local_checkpoint_path().lstrip("/")),
-            byoc_entry.ENV_BRAKET_HP_FILE: str(braket_root / "input" / "config" / "hyperparameters.json"),
-            byoc_entry.ENV_BRAKET_INPUT_DIR: str(braket_root / "input" / "data"),
-            byoc_entry.ENV_BRAKET_OUT_S3_BUCKET: out_bucket,
-            byoc_entry.ENV_BRAKET_TASK_RESULTS_S3_URI: f"s3://{out_bucket}/jobs/{self.name}/tasks",
-            byoc_entry.ENV_BRAKET_JOB_RESULTS_S3_PATH: f"{out_prefix}/output".lstrip("/"),
-            byoc_entry.ENV_BRAKET_JOB_TOKEN: self.job_token,
-        }
+        script = dict(self.request.get("algorithmSpecification", {}).get("scriptModeConfig", {}))
         if script:
-            env[byoc_entry.ENV_BRAKET_SCRIPT_S3_URI] = script["s3Uri"]
-            env[byoc_entry.ENV_BRAKET_SCRIPT_ENTRY_POINT] = script["entryPoint"]
-            env[byoc_entry.ENV_BRAKET_SCRIPT_COMPRESSION_TYPE] = script.get("compressionType", "GZIP")
-        return env
+            script["s3Uri"] = s3_uris.to_s3_uri(script["s3Uri"])
+            # The emulator's choice when absent: GZIP, what every client here uploads (the
+            # model documents no default; unconfirmed what the service sets).
+            script.setdefault("compressionType", "GZIP")
+        return braket_contract.container_environment(
+            job_name=self.name,
+            device=self.device,
+            braket_root=str(tree / "opt" / "braket"),  # not there until the container links it to opt/ml
+            checkpoint_dir=str(tree / self._local_checkpoint_path().lstrip("/")),
+            output_s3_path=self.request["outputDataConfig"]["s3Path"],
+            job_token=self.job_token,
+            script_mode=script or None,
+        )
+
+    def image(self) -> str | None:
+        return (self.request.get("algorithmSpecification", {}).get("containerImage") or {}).get("uri")
+
+    def job_launcher(self) -> Launcher:
+        return _SCRIPT_MODE_LAUNCHER if script_mode(self.request) else self.context.launcher
+
+    def command(self) -> list[str]:
+        if script_mode(self.request):
+            return list(SCRIPT_MODE_COMMAND)
+        return super().command()
+
+    def log_stream_prefix(self) -> str:
+        return braket_contract.log_stream_prefix(self.name, self.arn)
 
     # --- the vocabulary ----------------------------------------------------------------------------
 
@@ -165,8 +200,8 @@ class HybridJob(JobRun):
 
     # --- the API's shapes --------------------------------------------------------------------------
 
-    def describe(self) -> dict[str, Any]:
-        """The GetJob response."""
+    def describe(self, attributes: tuple[str, ...] = ()) -> dict[str, Any]:
+        """The GetJob response; ``attributes`` are its ``additionalAttributeNames`` (``QueueInfo``)."""
         with self.lock:
             r = self.request
             instance = {"instanceCount": 1, **r["instanceConfig"]}
@@ -188,6 +223,8 @@ class HybridJob(JobRun):
                     response[key] = r[key]
             if self.failure_reason:
                 response["failureReason"] = self.failure_reason
+            if "QueueInfo" in attributes:
+                response["queueInfo"] = braket_contract.queue_info(self.status)
             if self.started_at is not None:
                 response["startedAt"] = iso(self.started_at)
             if self.ended_at is not None and self.status in TERMINAL:
@@ -211,64 +248,79 @@ class HybridJob(JobRun):
 
 
 class BraketApi:
-    """The four hybrid-job operations over the shared job registry."""
+    """The hybrid-job operations over the shared job registry."""
 
     def __init__(self, registry: JobRegistry, context: JobContext):
         self._registry = registry
         self._context = context
-        self._tokens: dict[str, str] = {}  # clientToken -> jobName
+        self._tokens: dict[tuple[str, str], tuple[str, dict]] = {}  # (region, clientToken) -> (jobArn, request)
         self._lock = threading.Lock()
 
     def create_job(self, region: str, body: dict) -> tuple[int, dict]:
         """CreateJob: validate, honour ``clientToken``, start the job. Returns (201, response).
 
+        A ``clientToken`` seen before with the same request answers the same job (the model's
+        ``idempotencyToken``); with a different request it is refused with ConflictException
+        (AWS's code and message for that case are unconfirmed; refusing fails safe, where
+        answering another job's ARN would not).
+
         Raises:
             ValidationError: the request breaks the model or a semantic rule.
-            ApiError: ConflictException for a job name already used with another token.
+            ApiError: ConflictException for a job name already used, or a token reused with
+                another request; ValidationException for a job local mode cannot run.
         """
         validation.validate_input(SERVICE, "CreateJob", body)
-        validation.raise_if(_semantic_problems(body))
+        validation.raise_if(_semantic_problems(body, region))
         name, token = body["jobName"], body["clientToken"]
         with self._lock:
-            if token in self._tokens:
-                existing = self._registry.get(SERVICE, self._tokens[token])
-                return 201, {"jobArn": existing.arn}  # type: ignore[union-attr]
-            if self._registry.get(SERVICE, name) is not None:
+            seen = self._tokens.get((region, token))
+            if seen is not None:
+                if seen[1] != body:
+                    raise ApiError(
+                        "ConflictException",
+                        f"The clientToken {token} was already used with a different request (job {seen[0]}).",
+                        409,
+                    )
+                return 201, {"jobArn": seen[0]}
+            if self._registry.get(SERVICE, name, region) is not None:
                 raise ApiError("ConflictException", f"A job with the name {name} already exists.", 409)
+            why = refusal(body, self._context.launcher)
+            if why is not None:
+                raise ApiError("ValidationException", f"Local mode cannot run this job: {why}. {LOCAL_MODE_RUNS}")
             job = HybridJob(
-                name=name, arn=job_arn(region, name), region=region, request=body,
+                name=name, arn=job_arn(region), region=region, request=body,
                 tree=self._registry.tree_for(SERVICE, name), context=self._context,
             )
             self._registry.add_new(job)
-            self._tokens[token] = name
+            self._tokens[(region, token)] = (job.arn, body)
         job.start()
         return 201, {"jobArn": job.arn}
 
-    def _find(self, job_arn_value: str) -> HybridJob:
+    def _find(self, job_arn_value: str, region: str | None = None) -> HybridJob:
         validation.validate_input(SERVICE, "GetJob", {"jobArn": job_arn_value})
-        name = job_arn_value.split(":job/", 1)[1]
-        job = self._registry.get(SERVICE, name)
-        if job is None or job.arn != job_arn_value:
+        job = self._registry.by_arn(job_arn_value)
+        if job is None or job.service != SERVICE or (region is not None and job.region != region):
             raise ApiError("ResourceNotFoundException", f"Job {job_arn_value} not found.", 404)
         return job  # type: ignore[return-value]
 
-    def get_job(self, job_arn_value: str) -> dict:
-        """GetJob.
+    def get_job(self, job_arn_value: str, region: str | None = None, attributes: tuple[str, ...] = ()) -> dict:
+        """GetJob (``attributes``: ``additionalAttributeNames``, e.g. ``("QueueInfo",)``).
 
         Raises:
-            ValidationError: the ARN is malformed.
-            ApiError: ResourceNotFoundException.
+            ValidationError: the ARN is malformed, or an attribute is not in the model's enum.
+            ApiError: ResourceNotFoundException (also for another region's job).
         """
-        return self._find(job_arn_value).describe()
+        validation.validate_input(SERVICE, "GetJob", {"jobArn": job_arn_value, "additionalAttributeNames": list(attributes)})
+        return self._find(job_arn_value, region).describe(tuple(attributes))
 
-    def cancel_job(self, job_arn_value: str) -> dict:
+    def cancel_job(self, job_arn_value: str, region: str | None = None) -> dict:
         """CancelJob: a running job goes CANCELLING, then CANCELLED once its process is gone.
 
         Raises:
             ValidationError: the ARN is malformed.
             ApiError: ResourceNotFoundException; ConflictException for a job that already ended.
         """
-        job = self._find(job_arn_value)
+        job = self._find(job_arn_value, region)
         with job.lock:
             if job.status in ("COMPLETED", "FAILED"):
                 raise ApiError(
@@ -279,7 +331,14 @@ class BraketApi:
         job.request_stop()
         return {"jobArn": job.arn, "cancellationStatus": "CANCELLING"}
 
-    def search_jobs(self, body: dict) -> dict:
+    def tags_of(self, arn: str, region: str) -> dict[str, str] | None:
+        """A job's tags for ListTagsForResource (None: no job has that ARN here)."""
+        job = self._registry.by_arn(arn)
+        if job is None or job.service != SERVICE or job.region != region:
+            return None
+        return dict(job.request.get("tags") or {})
+
+    def search_jobs(self, body: dict, region: str | None = None) -> dict:
         """SearchJobs with ``jobArn`` (EQUAL, CONTAINS) and ``createdAt`` (LT ... BETWEEN) filters.
 
         Raises:
@@ -287,7 +346,7 @@ class BraketApi:
         """
         validation.validate_input(SERVICE, "SearchJobs", body)
         tests = [_predicate(f) for f in body["filters"]]
-        jobs = [j for j in self._registry.all(SERVICE) if all(test(j) for test in tests)]
+        jobs = [j for j in self._registry.all(SERVICE, region) if all(test(j) for test in tests)]
         jobs.sort(key=lambda j: j.created_at, reverse=True)
         page, token = paginate(jobs, body.get("nextToken"), body.get("maxResults", DEFAULT_SEARCH_RESULTS))
         response: dict[str, Any] = {"jobs": [j.summary() for j in page]}  # type: ignore[attr-defined]
@@ -296,10 +355,29 @@ class BraketApi:
         return response
 
 
-def _semantic_problems(body: dict) -> list[str]:
+LOCAL_MODE_RUNS = (
+    "Local mode runs Braket script-mode jobs on an AWS-provided Braket image (the default image; "
+    "algorithmSpecification.scriptModeConfig with a source and an entry point), byoc-executor jobs, "
+    "and, in container mode, jobs on the image given with --image or one the container tool has locally."
+)
+
+
+def _semantic_problems(body: dict, region: str) -> list[str]:
+    """What Braket checks beyond the model: image, device, role, S3 locations, channels, instance count."""
     spec = body["algorithmSpecification"]
     problems = validation.check_image_uri(spec.get("containerImage", {}).get("uri"), "algorithmSpecification.containerImage.uri")
-    problems += validation.check_braket_device(body["deviceConfig"]["device"], "deviceConfig.device")
+    device = body["deviceConfig"]["device"]
+    problems += validation.check_braket_device(device, "deviceConfig.device")
+    if not problems and not devices.is_local_simulator(device) and devices.find(device, region) is None:
+        # Unknown devices are refused (AWS's exact code and wording unconfirmed): the table is
+        # devices.py's; a QPU is known only in its own region.
+        problems.append(f"Value '{device}' at 'deviceConfig.device' failed to satisfy constraint: Device {device} does not exist in {region}")
+    count = body["instanceConfig"].get("instanceCount")
+    if isinstance(count, int) and count > braket_contract.MAX_INSTANCES:
+        problems.append(
+            f"Value '{count}' at 'instanceConfig.instanceCount' failed to satisfy constraint: "
+            f"Member must have value less than or equal to {braket_contract.MAX_INSTANCES}"
+        )
     problems += validation.check_role_arn(body["roleArn"], "roleArn")
     problems += validation.check_s3_uri(body["outputDataConfig"]["s3Path"], "outputDataConfig.s3Path")
     if "scriptModeConfig" in spec:

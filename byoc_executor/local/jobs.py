@@ -22,16 +22,15 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any, ClassVar
 
-from byoc_executor.container import byoc_entry
+from byoc_executor.local import sagemaker_contract
 from byoc_executor.local.hosts import LEADER, HostProcess, first_failure, host_names, resource_config, terminate
 from byoc_executor.local.job_types import ApiError, Ending, JobContext, JobHooks, Phase, Timing, now
-from byoc_executor.local.launchers import LaunchSpec
+from byoc_executor.local.launchers import Launcher, LaunchSpec
 from byoc_executor.local.logs import LogShipper
 from byoc_executor.local.staging import (
     DUMMY_ACCESS_KEY, DUMMY_SECRET_KEY, StagingError, download_prefix, upload_results, upload_tree, write_json,
@@ -51,6 +50,7 @@ class JobRun:
 
     service: ClassVar[str]
     log_group: ClassVar[str]
+    failure_reason_limit: ClassVar[int] = sagemaker_contract.FAILURE_REASON_LIMIT
 
     def __init__(self, *, name: str, arn: str, region: str, request: dict, tree: Path, context: JobContext):
         self.name = name
@@ -236,7 +236,7 @@ class JobRun:
     def _end(self, ending: Ending, reason: str | None = None) -> None:
         with self.lock:
             if reason is not None:
-                reason = reason[: byoc_entry.FAILURE_REASON_LIMIT]
+                reason = reason[: self.failure_reason_limit]
             self.ending, self.failure_reason = ending, reason
             self.ended_at = now()
             self.phase = Phase.ENDED
@@ -383,7 +383,7 @@ class JobRun:
         env["TMPDIR"] = str(tmp)  # the job's scratch files stay in its tree, like a container's /tmp
         env["PYTHONUNBUFFERED"] = "1"  # lines reach the logs as they are printed
         env.update(self.contract_env(tree))
-        env[byoc_entry.ENV_ML_ROOT] = str(tree / "opt" / "ml")
+        env[sagemaker_contract.BASE_DIR_ENV] = str(tree / "opt" / "ml")
         env["AWS_EC2_METADATA_DISABLED"] = "true"
         if self.network_isolated():
             # EnableNetworkIsolation: the real container has no network at all, so it can reach
@@ -402,14 +402,35 @@ class JobRun:
         )
         return env
 
+    def image(self) -> str | None:
+        """The job's own image URI, if it names one."""
+        return None
+
+    def job_launcher(self) -> Launcher:
+        """What starts this job's processes: the emulator's launcher, unless the service runs it otherwise."""
+        return self.context.launcher
+
+    def command(self) -> list[str]:
+        """What the job's container runs: the image's ``train`` (``docker run IMAGE train``)."""
+        return list(getattr(self.job_launcher(), "train_command", None) or [sagemaker_contract.TRAIN_COMMAND])
+
+    def log_stream_prefix(self) -> str:
+        """Streams are ``<prefix>/<host>-<epoch>``; the job's name unless the service says otherwise."""
+        return self.name
+
+    def host_failure(self, host: HostProcess, several: bool) -> str:
+        """The failure reason of a failed host, in the service's form."""
+        return host.failure_reason(several, self.failure_reason_limit)
+
     def launch_spec(self, host: str = LEADER) -> LaunchSpec:
         """The command of the image (``docker run IMAGE train``) on ``host``, as run by the launcher."""
         return LaunchSpec(
             job_name=self.name if host == LEADER else f"{self.name}-{host}",
             service=self.service,
-            command=[sys.executable, byoc_entry.__file__, "train"],
+            command=self.command(),
             env=self.environment(host),
             tree=self.host_tree(host),
+            image=self.image(),
         )
 
     def _run_hosts(self, budget: float) -> tuple[Ending, str | None]:
@@ -423,9 +444,10 @@ class JobRun:
             self._hosts = hosts
         for name in self.hosts():
             tree = self.host_tree(name)
-            host = HostProcess(name, tree / "opt" / "ml", LogShipper(logs, self.log_group, f"{self.name}/{name}-{started}", flush), self._wake.set)
+            stream = f"{self.log_stream_prefix()}/{name}-{started}"
+            host = HostProcess(name, tree / "opt" / "ml", LogShipper(logs, self.log_group, stream, flush), self._wake.set)
             try:
-                host.start(self.context.launcher, self.launch_spec(name))
+                host.start(self.job_launcher(), self.launch_spec(name))
             except OSError as e:
                 for other in hosts:
                     other.signal(signal.SIGKILL)
@@ -464,7 +486,7 @@ class JobRun:
         failed = first_failure(hosts)
         if failed is None:
             return Ending.COMPLETED, None
-        return Ending.FAILED, failed.failure_reason(several=len(hosts) > 1)
+        return Ending.FAILED, self.host_failure(failed, len(hosts) > 1)
 
     def admin_view(self) -> dict[str, Any]:
         """The admin surface's view: name, service, status, pid."""

@@ -28,6 +28,8 @@ class LaunchSpec:
         command: argv, e.g. ``[python, byoc_entry.py, "train"]``.
         env: the complete environment of the job (nothing is inherited).
         tree: the job's private directory; the ``/opt/ml`` and ``/opt/braket`` trees live in it.
+        image: the job's own image URI (``TrainingImage`` / ``containerImage.uri``), for a
+            container launcher that has it locally.
     """
 
     job_name: str
@@ -35,6 +37,7 @@ class LaunchSpec:
     command: list[str]
     env: dict[str, str] = field(repr=False)
     tree: Path
+    image: str | None = None
 
 
 class RunningJob(Protocol):
@@ -100,7 +103,18 @@ JOB_NICENESS = 10
 
 
 class ProcessLauncher:
-    """Runs each job as ``LaunchSpec.command`` in a new session (own process group), cwd = tree."""
+    """Runs each job as ``LaunchSpec.command`` in a new session (own process group), cwd = tree.
+
+    ``train_command`` is what a job's image would run (``train``); a plain ProcessLauncher has
+    no image, so jobs started through it give their command themselves (see ``byoc_image.py``
+    for the byoc-executor image as a process, and ``braket_script_mode.py``).
+    """
+
+    train_command: list[str] = ["train"]
+
+    def refusal(self, service: str, request: dict) -> str | None:
+        """Why this launcher cannot run the job, or None: a plain process runs whatever it is given."""
+        return None
 
     def launch(self, spec: LaunchSpec) -> ProcessJob:
         """Start the job's process.

@@ -33,8 +33,18 @@ def braket_operation(request: Request) -> str | None:
         return "GetJob"
     if method == "POST" and path == "/quantum-task":
         return "CreateQuantumTask"
+    if method == "PUT" and path.startswith("/quantum-task/") and path.endswith("/cancel"):
+        return "CancelQuantumTask"
     if method == "GET" and path.startswith("/quantum-task/"):
         return "GetQuantumTask"
+    if method == "POST" and path == "/quantum-tasks":
+        return "SearchQuantumTasks"
+    if method == "GET" and path.startswith("/device/"):
+        return "GetDevice"
+    if method == "POST" and path == "/devices":
+        return "SearchDevices"
+    if path.startswith("/tags/"):
+        return {"GET": "ListTagsForResource", "POST": "TagResource", "DELETE": "UntagResource"}.get(method)
     return None
 
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import hmac
 import io
+import ipaddress
 import json
 import logging
 import re
@@ -46,18 +47,17 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import unquote
 
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
 
-from byoc_executor.settings import is_loopback_host
+from byoc_executor.local import braket_routes, wire
 from byoc_executor.local.faults import AFTER, FaultPlan, JobFault, JobFaults, TooLate
 from byoc_executor.local.hybrid_jobs import BraketApi
 from byoc_executor.local.jobs import ApiError, JobContext, Timing
-from byoc_executor.local.launchers import Launcher, ProcessLauncher
-from byoc_executor.local.operations import braket_operation, operation_name, raw_path
+from byoc_executor.local.launchers import Launcher
+from byoc_executor.local.operations import operation_name
 from byoc_executor.local.quantum_tasks import QuantumTasks
 from byoc_executor.local.registry import JobRegistry
 from byoc_executor.local.staging import INTERNAL_HEADER, AwsClients
@@ -71,6 +71,16 @@ _SCOPE = re.compile(r"Credential=[^/,\s]+/\d{8}/([^/]+)/([^/]+)/aws4_request")
 _QUERY_SCOPE = re.compile(r"^[^/]+/\d{8}/([^/]+)/([^/]+)/aws4_request$")
 SAGEMAKER_OPERATIONS = ("CreateTrainingJob", "DescribeTrainingJob", "StopTrainingJob", "ListTrainingJobs")
 _JOIN_TIMEOUT = 30.0
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether ``host`` (a name or an address) is this machine's loopback."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -228,7 +238,13 @@ class Emulator:
         self.host = host
         self.port = port
         self.root = Path(root) if root is not None else None
-        self.launcher = launcher or ProcessLauncher()
+        if launcher is None:
+            # The default "image" is the byoc-executor image as a process (byoc_image.py): the
+            # one module that knows the client's image; the service modules know only Launcher.
+            from byoc_executor.local.byoc_image import ByocImageLauncher
+
+            launcher = ByocImageLauncher()
+        self.launcher = launcher
         self.timing = Timing(phase_delay=phase_delay, kill_grace=kill_grace, log_flush_interval=log_flush_interval)
         self.request_hooks: list[RequestHook] = []
         self.faults: FaultPlan | None = None
@@ -425,6 +441,12 @@ class Emulator:
         request = Request(environ)
         if request.path.startswith("/_byoc/"):
             return self._admin(request)(environ, start_response)
+        service, _ = credential_scope(request)
+        # Every answer to a client: a request id, and an error a botocore parser can read (wire.py).
+        return wire.conform(self._answer, service)(environ, start_response)
+
+    def _answer(self, environ: dict, start_response: Callable) -> Any:
+        request = Request(environ)
         service, region = credential_scope(request)
         if service is not None and not self._is_internal(request):
             call = ApiCall(service, operation_name(service, request), region, request)
@@ -453,16 +475,16 @@ class Emulator:
         if service == "sagemaker" and target in SAGEMAKER_OPERATIONS:
             return self._sagemaker_call(request, region)
         if service == "sagemaker" and target == "ListTags":
-            return self._sagemaker_list_tags(request)
+            return self._sagemaker_list_tags(request, region)
         return self._moto
 
-    def _sagemaker_list_tags(self, request: Request) -> Callable:
+    def _sagemaker_list_tags(self, request: Request, region: str) -> Callable:
         """ListTags of a training job's ARN; any other ARN's goes to moto."""
         data = request.get_data(cache=True)
         request.environ["wsgi.input"] = io.BytesIO(data)  # moto reads the body again
         assert self._sagemaker is not None
         try:
-            answer = self._sagemaker.list_tags(_json_body(request))
+            answer = self._sagemaker.list_tags(_json_body(request), region)
         except ValidationError as e:
             return _sagemaker_error(ApiError("ValidationException", e.message))
         except ApiError as e:
@@ -479,31 +501,8 @@ class Emulator:
         return None
 
     def _braket_call(self, request: Request, region: str) -> Response:
-        path = raw_path(request)
-        operation = braket_operation(request)
-        if operation is None:
-            return _braket_error(ApiError("UnknownOperationException", f"The emulator does not serve {request.method} {path}", 404))
-        assert self._braket is not None
-        try:
-            assert self._quantum_tasks is not None
-            if operation == "CreateQuantumTask":
-                status, body = self._quantum_tasks.create(region, _json_body(request))
-                return _json_response(status, body)
-            if operation == "GetQuantumTask":
-                return _json_response(200, self._quantum_tasks.get(unquote(path[len("/quantum-task/"):])))
-            if operation == "CreateJob":
-                status, body = self._braket.create_job(region, _json_body(request))
-                return _json_response(status, body)
-            if operation == "SearchJobs":
-                return _json_response(200, self._braket.search_jobs(_json_body(request)))
-            arn = unquote(path[len("/job/"):].removesuffix("/cancel") if operation == "CancelJob" else path[len("/job/"):])
-            if operation == "CancelJob":
-                return _json_response(200, self._braket.cancel_job(arn))
-            return _json_response(200, self._braket.get_job(arn))
-        except ValidationError as e:
-            return _braket_error(ApiError("ValidationException", e.message, 400))
-        except ApiError as e:
-            return _braket_error(e)
+        assert self._braket is not None and self._quantum_tasks is not None
+        return braket_routes.answer(request, region, self._braket, self._quantum_tasks)
 
     def _sagemaker_call(self, request: Request, region: str) -> Response:
         operation = request.headers["X-Amz-Target"].split(".")[-1]
@@ -514,11 +513,11 @@ class Emulator:
             if operation == "CreateTrainingJob":
                 answer = api.create_training_job(region, body)
             elif operation == "DescribeTrainingJob":
-                answer = api.describe_training_job(body)
+                answer = api.describe_training_job(body, region)
             elif operation == "StopTrainingJob":
-                answer = api.stop_training_job(body)
+                answer = api.stop_training_job(body, region)
             else:
-                answer = api.list_training_jobs(body)
+                answer = api.list_training_jobs(body, region)
         except ValidationError as e:
             return _sagemaker_error(ApiError("ValidationException", e.message))
         except ApiError as e:

@@ -22,6 +22,7 @@ import boto3.session
 import botocore.config
 from botocore.exceptions import ClientError
 
+from byoc_executor.local import s3_uris
 from byoc_executor.local.validation import split_s3_uri
 
 DUMMY_ACCESS_KEY = "byoc-local"
@@ -91,7 +92,7 @@ def download_prefix(s3: Any, uri: str, dest: Path, allow_empty: bool = False) ->
             ``allow_empty``).
     """
     bucket, prefix = split_s3_uri(uri)
-    raw_prefix = uri.removeprefix("s3://").partition("/")[2]  # keep a trailing slash if given
+    raw_prefix = s3_uris.to_s3_uri(uri).removeprefix("s3://").partition("/")[2]  # keep a trailing slash if given
     dest.mkdir(parents=True, exist_ok=True)
     root = dest.resolve()
     count = 0

@@ -16,16 +16,43 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from byoc_executor.local import validation, warm_pools
-from byoc_executor.local.jobs import ACCOUNT_ID, ApiError, Ending, JobContext, JobRun, Phase, now
+from byoc_executor.local import sagemaker_contract, validation, warm_pools
+from byoc_executor.local.hosts import HostProcess
+from byoc_executor.local.jobs import ACCOUNT_ID, ApiError, Ending, JobContext, JobRun, Launcher, Phase, now
 from byoc_executor.local.registry import JobRegistry, paginate
 
 SERVICE = "sagemaker"
 TERMINAL = ("Completed", "Failed", "Stopped")
 DEFAULT_LIST_RESULTS = 10
 NOT_FOUND = "Requested resource not found."  # what DescribeTrainingJob answers for an unknown name
-DEFAULT_CHECKPOINT_PATH = "/opt/ml/checkpoints"  # CheckpointConfig.LocalPath's documented default
+DEFAULT_CHECKPOINT_PATH = sagemaker_contract.DEFAULT_CHECKPOINT_PATH
 SPOT_BILLABLE_SHARE = 0.3  # what a spot job is billed, as a share of its training time (emulated savings: 70%)
+
+
+def _resource_config(requested: dict) -> dict:
+    """ResourceConfig as DescribeTrainingJob answers it: what was asked, with the volume's size
+    and the warm pool's keep-alive made explicit (0 when not asked; unconfirmed which defaults AWS
+    spells out)."""
+    return {"InstanceCount": 1, "KeepAlivePeriodInSeconds": 0, **requested}
+
+
+def _profiling_status(request: dict) -> str:
+    """``Enabled`` when a ProfilerConfig that does not disable profiling was given, else ``Disabled``
+    (the model's ProfilingStatus enum; the rule is unconfirmed)."""
+    config = request.get("ProfilerConfig")
+    return "Enabled" if config and not config.get("DisableProfiler") else "Disabled"
+
+
+def refusal(request: dict, launcher: Launcher) -> str | None:
+    """Why local mode cannot run this training job (None: it can): the launcher decides for its image."""
+    ask = getattr(launcher, "refusal", None)
+    return ask(SERVICE, request) if ask is not None else None
+
+
+LOCAL_MODE_RUNS = (
+    "Local mode runs SageMaker training jobs of byoc-executor and, in container mode, jobs whose "
+    "TrainingImage the container tool has locally (started with `train`, as SageMaker does) or that run on --image."
+)
 
 
 def training_job_arn(region: str, name: str) -> str:
@@ -37,7 +64,8 @@ class TrainingJob(JobRun):
     """A SageMaker training job running ``byoc_entry train`` under the /opt/ml contract."""
 
     service = SERVICE
-    log_group = "/aws/sagemaker/TrainingJobs"
+    log_group = sagemaker_contract.LOG_GROUP
+    failure_reason_limit = sagemaker_contract.FAILURE_REASON_LIMIT
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
@@ -104,7 +132,17 @@ class TrainingJob(JobRun):
         return True  # SageMaker saves /opt/ml/model after a stop or a timeout too
 
     def contract_env(self, tree: Path) -> dict[str, str]:
-        return dict(self.request.get("Environment", {}))
+        return {sagemaker_contract.ENV_TRAINING_JOB_NAME: self.name, **self.request.get("Environment", {})}
+
+    def image(self) -> str | None:
+        return (self.request.get("AlgorithmSpecification") or {}).get("TrainingImage")
+
+    def host_failure(self, host: HostProcess, several: bool) -> str:
+        """``AlgorithmError: <failure file>, exit code: <n>`` (``sagemaker_contract.failure_reason``)."""
+        text = host.failure_text(self.failure_reason_limit)
+        if text is None:
+            return host.failure_reason(several, self.failure_reason_limit)
+        return sagemaker_contract.failure_reason(text, host.code if host.code is not None else -1)
 
     # --- the vocabulary ----------------------------------------------------------------------------
 
@@ -168,10 +206,15 @@ class TrainingJob(JobRun):
                 "TrainingJobStatus": self.status,
                 "SecondaryStatus": self.secondary,
                 "RoleArn": r["RoleArn"],
-                "AlgorithmSpecification": r["AlgorithmSpecification"],
-                "OutputDataConfig": r["OutputDataConfig"],
-                "ResourceConfig": r["ResourceConfig"],
+                "AlgorithmSpecification": {"TrainingInputMode": "File", **r["AlgorithmSpecification"]},
+                # KmsKeyId is answered "" when none was given (the SageMaker SDK v2's attach reads
+                # it without a default; see sagemaker_contract.py [sdk-v2]).
+                "OutputDataConfig": {"KmsKeyId": "", **r["OutputDataConfig"]},
+                "ResourceConfig": _resource_config(r["ResourceConfig"]),
                 "StoppingCondition": r["StoppingCondition"],
+                # Required in the model's DescribeTrainingJobResponse: where model.tar.gz is (or will be).
+                "ModelArtifacts": {"S3ModelArtifacts": self.artifact_uri()},
+                "ProfilingStatus": _profiling_status(r),
                 "CreationTime": self.created_at,
                 "LastModifiedTime": self.last_modified,
                 "SecondaryStatusTransitions": [dict(t) for t in self.transitions],
@@ -179,11 +222,11 @@ class TrainingJob(JobRun):
                 "EnableInterContainerTrafficEncryption": r.get("EnableInterContainerTrafficEncryption", False),
                 "EnableManagedSpotTraining": r.get("EnableManagedSpotTraining", False),
             }
-            for key in ("HyperParameters", "InputDataConfig", "VpcConfig", "CheckpointConfig", "Environment", "RetryStrategy"):
+            for key in ("HyperParameters", "InputDataConfig", "VpcConfig", "CheckpointConfig", "Environment", "RetryStrategy",
+                        "DebugHookConfig", "ProfilerConfig", "DebugRuleConfigurations", "ProfilerRuleConfigurations",
+                        "TensorBoardOutputConfig", "ExperimentConfig", "RemoteDebugConfig", "InfraCheckConfig"):
                 if key in r:
                     response[key] = r[key]
-            if self.artifacts_uploaded:
-                response["ModelArtifacts"] = {"S3ModelArtifacts": self.artifact_uri()}
             if self.failure_reason:
                 response["FailureReason"] = self.failure_reason
             if self.started_at is not None:
@@ -237,8 +280,11 @@ class SageMakerApi:
         validation.raise_if(_semantic_problems(body))
         _check_spot(body)
         name = body["TrainingJobName"]
+        why = refusal(body, self._context.launcher)
+        if why is not None:
+            raise ApiError("ValidationException", f"Local mode cannot run this training job: {why}. {LOCAL_MODE_RUNS}")
         with self._lock:
-            existing = self._registry.get(SERVICE, name)
+            existing = self._registry.get(SERVICE, name, region)
             if existing is not None:
                 raise ApiError(
                     "ResourceInUse",
@@ -249,7 +295,7 @@ class SageMakerApi:
                 name=name, arn=training_job_arn(region, name), region=region, request=body,
                 tree=self._registry.tree_for(SERVICE, name), context=self._context,
             )
-            pool = warm_pools.find_available(self._registry.all(SERVICE), body, now())
+            pool = warm_pools.find_available(self._registry.all(SERVICE, region), body, now())
             if pool is not None:
                 with pool.lock:
                     pool.warm_pool_reused_by, pool.warm_pool_reused_at = name, now()
@@ -259,30 +305,30 @@ class SageMakerApi:
         job.start()
         return {"TrainingJobArn": job.arn}
 
-    def _find(self, operation: str, body: dict) -> TrainingJob:
+    def _find(self, operation: str, body: dict, region: str | None = None) -> TrainingJob:
         validation.validate_input(SERVICE, operation, body)
-        job = self._registry.get(SERVICE, body["TrainingJobName"])
+        job = self._registry.get(SERVICE, body["TrainingJobName"], region)
         if job is None:
             raise ApiError("ValidationException", NOT_FOUND)
         return job  # type: ignore[return-value]
 
-    def describe_training_job(self, body: dict) -> dict:
+    def describe_training_job(self, body: dict, region: str | None = None) -> dict:
         """DescribeTrainingJob.
 
         Raises:
             ValidationError: a malformed name.
             ApiError: ValidationException "Requested resource not found." for an unknown name.
         """
-        return self._find("DescribeTrainingJob", body).describe()
+        return self._find("DescribeTrainingJob", body, region).describe()
 
-    def stop_training_job(self, body: dict) -> dict:
+    def stop_training_job(self, body: dict, region: str | None = None) -> dict:
         """StopTrainingJob: SIGTERM, SIGKILL after the grace period, then Stopped.
 
         Raises:
             ValidationError: a malformed name.
             ApiError: ValidationException for an unknown name or a job that already ended.
         """
-        job = self._find("StopTrainingJob", body)
+        job = self._find("StopTrainingJob", body, region)
         with job.lock:
             if job.status in TERMINAL:
                 raise ApiError(
@@ -292,7 +338,7 @@ class SageMakerApi:
         job.request_stop()
         return {}
 
-    def list_tags(self, body: dict) -> dict | None:
+    def list_tags(self, body: dict, region: str | None = None) -> dict | None:
         """ListTags of a training job's ARN (None: not a training job's; moto answers).
 
         Raises:
@@ -302,7 +348,7 @@ class SageMakerApi:
         if not isinstance(arn, str) or ":training-job/" not in arn:
             return None
         validation.validate_input(SERVICE, "ListTags", body)
-        job = self._registry.get(SERVICE, arn.split(":training-job/", 1)[1])
+        job = self._registry.get(SERVICE, arn.split(":training-job/", 1)[1], region)
         if job is None or job.arn != arn:
             raise ApiError("ValidationException", NOT_FOUND)
         tags: list[dict] = job.tags()  # type: ignore[attr-defined]
@@ -312,14 +358,14 @@ class SageMakerApi:
             response["NextToken"] = token
         return response
 
-    def list_training_jobs(self, body: dict) -> dict:
+    def list_training_jobs(self, body: dict, region: str | None = None) -> dict:
         """ListTrainingJobs with its name, status and time filters, sorting and pagination.
 
         Raises:
             ValidationError: the request breaks the model.
         """
         validation.validate_input(SERVICE, "ListTrainingJobs", body)
-        jobs: list[TrainingJob] = self._registry.all(SERVICE)  # type: ignore[assignment]
+        jobs: list[TrainingJob] = self._registry.all(SERVICE, region)  # type: ignore[assignment]
         if "NameContains" in body:
             jobs = [j for j in jobs if body["NameContains"].lower() in j.name.lower()]
         if "StatusEquals" in body:

@@ -21,14 +21,22 @@ from typing import Any, Iterable
 import botocore.session
 from botocore.model import OperationModel, ServiceModel, Shape
 
-from byoc_executor.settings import BRAKET_DEVICE, ECR_IMAGE, ROLE_ARN, S3_URI
+from byoc_executor.local import s3_uris
 
-# The client's own shapes (byoc_executor.settings): one definition of what each accepts.
-ECR_IMAGE_PATTERN = ECR_IMAGE
-BRAKET_DEVICE_PATTERN = BRAKET_DEVICE
-ROLE_ARN_PATTERN = ROLE_ARN
-# Bucket names: https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html
-S3_URI_PATTERN = S3_URI
+# The emulator's own statement of these shapes, from AWS's sources (never the client's settings):
+# - ECR image URIs: Amazon ECR user guide, "Amazon ECR private registry" (registry
+#   <account>.dkr.ecr.<region>.amazonaws.com) and "Creating a repository" (names: lowercase
+#   letters, digits, "._/-" separators); references ":<tag>" or "@sha256:<digest>". The Braket model's
+#   ``Uri`` pattern (``\d{10,14}\.dkr\.ecr.[a-z0-9-]+\.amazonaws\.com\/.+(@sha256)?:.+``) is checked
+#   by the model walk; SageMaker's ``AlgorithmImage`` pattern is ``.*``.
+ECR_IMAGE_PATTERN = re.compile(
+    r"\d{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/[a-z0-9]+(?:[._/-][a-z0-9]+)*(?::[\w][\w.-]{0,127}|@sha256:[0-9a-f]{64})?"
+)
+# Braket device ARNs (developer guide, "Amazon Braket supported devices") and embedded simulators
+# (the Braket SDK's ``local:<provider>/<name>``); which ones exist is ``devices.py``'s table.
+BRAKET_DEVICE_PATTERN = re.compile(r"arn:aws[a-z-]*:braket:[a-z0-9-]*::device/[\w.-]+/[\w.-]+/[\w.-]+|local:[\w.-]+/[\w.-]+")
+# Both models' ``RoleArn`` pattern.
+ROLE_ARN_PATTERN = re.compile(r"arn:aws[a-z\-]*:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-_/]+")
 
 _MAX_VALUE_SHOWN = 120
 
@@ -233,8 +241,10 @@ def check_image_uri(value: Any, path: str) -> list[str]:
 
 
 def check_s3_uri(value: Any, path: str) -> list[str]:
-    """An ``s3://bucket/...`` URI with a valid bucket name."""
-    return check_pattern(value, path, S3_URI_PATTERN, "an S3 URI of the form s3://bucket/prefix")
+    """An ``s3://bucket/...`` URI or an ``https://`` S3 URL (both models' pattern allows both), with a valid bucket name."""
+    if isinstance(value, str) and s3_uris.parse(value) is None:
+        return [_problem(value, path, "Member must be an S3 URI of the form s3://bucket/prefix or an https:// S3 URL of the bucket")]
+    return []
 
 
 def check_role_arn(value: Any, path: str) -> list[str]:
@@ -262,6 +272,5 @@ def raise_if(problems: Iterable[str]) -> None:
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:
-    """``s3://bucket/a/b/`` -> ``("bucket", "a/b")`` (no leading or trailing slash on the key)."""
-    bucket, _, key = uri.removeprefix("s3://").partition("/")
-    return bucket, key.strip("/")
+    """``s3://bucket/a/b/`` (or an https S3 URL) -> ``("bucket", "a/b")`` (no leading or trailing slash on the key)."""
+    return s3_uris.split_s3_uri(uri)
