@@ -717,6 +717,19 @@ def run_job() -> None:
     sys.exit(execute(JobLayout()))
 
 
+def _split_s3_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/key`` (what byoc-executor sends) or an https S3 URL, virtual-hosted or path-style
+    (what botocore's braket ``S3Path`` pattern also admits), as (bucket, key)."""
+    import re
+
+    for pattern in (r"s3://([^/]+)/(.+)", r"https://([^/]+)\.s3[.-][^/]*amazonaws\.com(?:\.cn)?/(.+)",
+                    r"https://s3[.-][^/]*amazonaws\.com(?:\.cn)?/([^/]+)/(.+)"):
+        found = re.fullmatch(pattern, uri)
+        if found:
+            return found.group(1), found.group(2)
+    raise ContractError(f"${ENV_BRAKET_SCRIPT_S3_URI} is {uri!r}: not an S3 URI (s3://bucket/key or an https S3 URL)")
+
+
 def _fetch_braket_source(layout: JobLayout) -> Callable[[], None]:
     """Download, verify and unpack the job's source and return its entry point.
 
@@ -737,7 +750,7 @@ def _fetch_braket_source(layout: JobLayout) -> Callable[[], None]:
         raise ContractError(f"${ENV_BRAKET_SCRIPT_ENTRY_POINT} is not set: the job names no entry point")
     # Braket's scriptModeConfig.compressionType: GZIP or NONE (absent: NONE, as AWS's container reads it).
     compression = (os.environ.get(ENV_BRAKET_SCRIPT_COMPRESSION_TYPE) or "NONE").upper()
-    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    bucket, key = _split_s3_uri(uri)
     code_dir = Path(tempfile.mkdtemp(prefix="byoc-code-"))
     download = code_dir / (SOURCE_ARCHIVE if compression == "GZIP" else Path(key).name)
     boto3.client("s3").download_file(bucket, key, str(download))

@@ -472,3 +472,18 @@ def test_a_task_group_runs_in_order_each_with_its_output_and_stops_at_the_first_
     assert failed["exception"]["type"].endswith("CustomError") and "it broke" in failed["stderr"]
     assert skipped["output"] is None and "not run" in skipped["stderr"]
     assert "CustomError: it broke" in layout.failure_file.read_text()
+
+
+@pytest.mark.parametrize("uri", [
+    "s3://bucket/dispatch/node-0/source/source.tar.gz",
+    "https://bucket.s3.us-east-1.amazonaws.com/dispatch/node-0/source/source.tar.gz",
+    "https://s3.us-east-1.amazonaws.com/bucket/dispatch/node-0/source/source.tar.gz",
+])
+def test_the_braket_source_uri_is_read_in_each_form_the_model_admits(uri: str) -> None:
+    """botocore's braket ``S3Path`` admits https S3 URLs beside s3:// ones: the service may hand either on."""
+    assert contract._split_s3_uri(uri) == ("bucket", "dispatch/node-0/source/source.tar.gz")
+
+
+def test_a_source_uri_that_is_no_s3_uri_is_a_contract_error() -> None:
+    with pytest.raises(contract.ContractError, match="AMZN_BRAKET_SCRIPT_S3_URI"):
+        contract._split_s3_uri("file:///opt/ml/code/source.tar.gz")
