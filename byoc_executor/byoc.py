@@ -149,7 +149,7 @@ class BYOCExecutor(AsyncBaseExecutor):
             if await self._cancel_requested_if_answered():
                 raise TaskCancelledError(f"node {node_id} was cancelled before its job was submitted")
             encoded = await asyncio.to_thread(codec.encode_task, function, args, kwargs)
-            job = await pipeline.launch(settings, dispatch_id, node_id, encoded)
+            job = await pipeline.launch(settings, dispatch_id, node_id, encoded, say=_Electron(self).progress)
             stop.submitted(job.job_id)  # a stop that came meanwhile ends the electron now
             self._record_handle(job.handle)
             logs = pipeline.log_follower(job)

@@ -54,6 +54,14 @@ def _run_local(args: argparse.Namespace) -> int:
         from byoc_executor.local.container_launcher import ContainerLauncher
 
         launcher = ContainerLauncher(args.image, tool=args.container_tool)
+    from byoc_executor.local.aws_profile import profile
+
+    try:
+        overrides = {"image_gb": args.image_gb} if args.image_gb is not None else {}
+        timing = profile(args.profile, args.time_scale, **overrides)
+    except ValueError as e:
+        print(f"byoc-executor local: {e}", file=sys.stderr)
+        return 2
     emulator = Emulator(
         host=args.host,
         port=args.port,
@@ -61,6 +69,7 @@ def _run_local(args: argparse.Namespace) -> int:
         launcher=launcher,
         phase_delay=args.phase_delay,
         kill_grace=args.kill_grace,
+        profile=timing,
     )
     if args.fault_rate:
         emulator.faults = FaultPlan(dict(args.fault_rate), seed=args.fault_seed, mode=args.fault_mode)
@@ -69,6 +78,12 @@ def _run_local(args: argparse.Namespace) -> int:
         print(f"byoc-executor local emulator listening on {emulator.url}", flush=True)
         if launcher is not None:
             print(f"jobs run in the image {args.image} ({launcher.tool})", flush=True)
+        if timing is not None:
+            print(
+                f"AWS profile at {timing.time_scale:g}x: jobs take minutes of AWS time to start, requests are "
+                f"limited per account; usage at {emulator.url}/_byoc/usage",
+                flush=True,
+            )
         if emulator.faults is not None:
             rates = ", ".join(f"{api} {rate:g}" for api, rate in args.fault_rate)
             print(
@@ -109,6 +124,18 @@ def _add_local(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--container-tool", choices=["docker", "podman", "buildah"], default=None, help="the tool that runs --image (default: detected)"
     )
+    timing = parser.add_argument_group(
+        "AWS profile", "Play AWS's timing and limits (local/aws_profile.py): minutes to start a job, log lines "
+        "seconds late, a job not found for a moment after its create, per-account request and instance quotas. "
+        "What clients asked and what jobs cost, in AWS seconds: /_byoc/usage.",
+    )
+    timing.add_argument("--profile", choices=("none", "aws"), default="none",
+                        help="none: --phase-delay per phase, no limits (default); aws: AWS's timing and limits")
+    timing.add_argument("--time-scale", type=float, default=1.0, metavar="N",
+                        help="play AWS N times faster (60: a 3-minute start takes 3 s); give the executor "
+                        "BYOC_TIME_SCALE=N too (default: 1)")
+    timing.add_argument("--image-gb", type=float, default=None, metavar="GB",
+                        help="the job image's size, which Downloading grows with (default: 0.85, the CPU image)")
     faults = parser.add_argument_group(
         "fault injection", "Fail a share of the clients' requests (never the emulator's own) with each API's real "
         "throttling error or a 500/503. Change or read it at run time at /_byoc/faults.",

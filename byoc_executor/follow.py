@@ -37,7 +37,7 @@ from typing import Any, Protocol
 
 from botocore.exceptions import BotoCoreError
 
-from byoc_executor import policy, results_watch, storage
+from byoc_executor import clock, policy, results_watch, storage
 from byoc_executor.errors import BYOCError, FollowError
 from byoc_executor.joblogs import LogFollower
 from byoc_executor.services import JobService, JobState, JobStatus
@@ -134,8 +134,7 @@ class JobFollower:
             FollowError: a definitive answer (access denied, the job gone) or a deadline; the
                 message says which, and whether the job was cancelled.
         """
-        loop = asyncio.get_running_loop()
-        self._now = loop.time
+        self._now = clock.now  # the loop's time (scaled only under an emulator's AWS profile)
         start = self._now()
         self._submitted = start
         self._status = _Schedule(start + FIRST_POLL, FIRST_POLL)
@@ -230,7 +229,8 @@ class JobFollower:
         self._logs.after(now, LOG_POLL if lines else min(self._logs.interval * POLL_BACKOFF, LOG_POLL_MAX))
 
     async def _cancel_question_step(self, now: float) -> None:
-        self._cancel_question.after(now)
+        # Covalent is a local process, not AWS: asked every CANCEL_CHECK wall seconds at any time scale.
+        self._cancel_question.after(now, CANCEL_CHECK * clock.SCALE)
         try:
             asked = await self.node.cancel_requested()
         except CALL_ERRORS as e:  # Covalent's dispatcher did not answer in time: ask again later
@@ -292,7 +292,7 @@ class JobFollower:
         if self._watcher is not None:
             await self._watcher.wait(delay)  # wakes early when the archive appears
         else:
-            await asyncio.sleep(delay)
+            await clock.sleep(delay)
 
     def _next_deadline(self) -> float:
         if self._running_since is None:

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import deque
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
+
+from byoc_executor import clock
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ class LogFollower:
         new: list[str] = []
         for attempt in range(FINAL_ATTEMPTS if final else 1):
             try:
-                now = time.monotonic()
+                now = clock.now()
                 if final or not self._streams_known or now - self._listed_at > STREAM_REFRESH:
                     self._streams_known, self._listed_at = await self._streams(), now
                 for stream in self._streams_known:
@@ -83,12 +84,12 @@ class LogFollower:
         """Keep reading after the job's end until nothing new has come for SETTLE_QUIET seconds
         (at most SETTLE_MAX): the last lines of a job that died are the ones a diagnosis needs,
         and they are the last to reach CloudWatch. Returns what came meanwhile."""
-        start = quiet_since = time.monotonic()
+        start = quiet_since = clock.now()
         new: list[str] = []
-        while time.monotonic() - start < SETTLE_MAX:
-            await asyncio.sleep(SETTLE_PAUSE)
+        while clock.now() - start < SETTLE_MAX:
+            await clock.sleep(SETTLE_PAUSE)
             lines = await self.poll(final=True)
-            now = time.monotonic()
+            now = clock.now()
             if lines:
                 new += lines
                 quiet_since = now

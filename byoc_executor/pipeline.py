@@ -11,6 +11,7 @@ and translates the outcome into Covalent's terms.
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import io
 import logging
@@ -27,7 +28,7 @@ from typing import Any, Callable
 from botocore.exceptions import BotoCoreError, ClientError
 from covalent._shared_files.config import get_config
 
-from byoc_executor import aws, codec, policy, storage
+from byoc_executor import aws, clock, codec, policy, storage
 from byoc_executor.container import byoc_entry as contract
 from byoc_executor.errors import BYOCError
 from byoc_executor.follow import JobFollower, Node
@@ -79,8 +80,14 @@ async def check_settings(settings: Settings) -> None:
         await asyncio.to_thread(settings.check_against_models)  # the first read: ~100 ms
 
 
-async def launch(settings: Settings, dispatch_id: str, node_id: int | str, encoded: codec.EncodedTask) -> Job:
+async def launch(
+    settings: Settings, dispatch_id: str, node_id: int | str, encoded: codec.EncodedTask,
+    say: Callable[[str], None] | None = None,
+) -> Job:
     """Stage, upload and submit; returns the job. A failure before the submit leaves no job.
+
+    Args:
+        say: where the node's ``[byoc]`` lines go (a wait for capacity is reported there).
 
     Raises:
         BYOCError, BotoCoreError, OSError: what the policy does not wait out, or a bucket missing.
@@ -96,7 +103,8 @@ async def launch(settings: Settings, dispatch_id: str, node_id: int | str, encod
     if settings.service == "braket":
         await storage.put_bytes(s3, staged.source, source_archive(), staged.object_tags, settings.kms_key_id)
     await discard(encoded)  # the payload is in S3 now: its spill file, if any, is not needed
-    job_id = await _submit(service, request)
+    job_id = await _submit(service, request, settings, say or (lambda line: None))
+    _holding[_capacity_key(settings)] += 1  # until pipeline.follow sees it end
     region = await clients.region(target)
     logs = await clients.client("logs", target)
     log.info("%s:%s submitted as %s job %s", dispatch_id, node_id, settings.service, job_id)
@@ -123,7 +131,11 @@ async def follow(job: Job, node: Node, logs: LogFollower) -> JobStatus:
 
     The dispatch's running jobs' archives are watched with one listing of its prefix.
     """
-    return await JobFollower(job.service, job.job_id, job.settings, node, logs, job.s3, job.staged.dispatch_prefix).follow()
+    try:
+        return await JobFollower(job.service, job.job_id, job.settings, node, logs, job.s3, job.staged.dispatch_prefix).follow()
+    finally:
+        key = _capacity_key(job.settings)
+        _holding[key] = max(0, _holding[key] - 1)
 
 
 async def fetch_outcome(job: Job, status: JobStatus) -> codec.JobOutcome:
@@ -268,21 +280,68 @@ async def _check_bucket(s3: Any, target: aws.AWSTarget, bucket: str) -> None:
     _buckets_seen[key] = time.monotonic()
 
 
-async def _submit(service: JobService, request: dict[str, Any]) -> str:
+_holding: collections.Counter[tuple[str, str]] = collections.Counter()
+"""Jobs this process submitted and has not yet seen end, by (service, instance type): the share of
+the account's instance quota that will come back to this server's electrons."""
+
+
+def _capacity_key(settings: Settings) -> tuple[str, str]:
+    return settings.service, settings.instance_type
+
+
+async def _submit(service: JobService, request: dict[str, Any], settings: Settings, say: Callable[[str], None]) -> str:
     """Create the job, retrying what the policy calls transient: the create is idempotent (Braket's
-    clientToken, SageMaker's name), so a retry whose first attempt took effect adopts that job."""
-    loop = asyncio.get_running_loop()
-    give_up = loop.time() + SUBMIT_RETRY_FOR
+    clientToken, SageMaker's name), so a retry whose first attempt took effect adopts that job.
+
+    A create over the account's instance quota waits, like a queued job, for one of this server's
+    own jobs of the same kind to end (the policy's CAPACITY; at most ``queue_timeout``); with
+    none running, nothing here frees the quota, and the refusal says how to raise it.
+    """
+    give_up = clock.now() + SUBMIT_RETRY_FOR
+    capacity_until = clock.now() + settings.effective_queue_timeout
     pause = 1.0
+    waited_since: float | None = None
     while True:
         try:
-            return await service.submit(request)
+            job_id = await service.submit(request)
+            if waited_since is not None:
+                say(f"{settings.service} job submitted after waiting {clock.now() - waited_since:.0f} s for the instance quota")
+            return job_id
         except (BYOCError, BotoCoreError, OSError, asyncio.TimeoutError) as e:
-            if policy.classify(e) is not policy.Verdict.TRANSIENT or loop.time() + pause > give_up:
+            verdict = policy.classify(e)
+            if verdict is policy.Verdict.CAPACITY:
+                if not _holding[_capacity_key(settings)] or clock.now() + pause > capacity_until:
+                    raise InstanceQuotaError(settings, e, waited=waited_since is not None) from e
+                if waited_since is None:
+                    waited_since = clock.now()
+                    say(
+                        f"the account's {settings.instance_type} quota is in use ({policy.describe(e)}); waiting for one "
+                        f"of this server's {_holding[_capacity_key(settings)]} running {settings.service} jobs to end "
+                        f"(at most queue_timeout = {settings.effective_queue_timeout} s)"
+                    )
+                await clock.sleep(pause)
+                pause = min(pause * 2, 60.0)
+                continue
+            if verdict is not policy.Verdict.TRANSIENT or clock.now() + pause > give_up:
                 raise
             log.warning("creating the job failed (%s); retrying in %.0f s", policy.describe(e), pause)
-            await asyncio.sleep(pause)
+            await clock.sleep(pause)
             pause = min(pause * 2, 60.0)
+
+
+class InstanceQuotaError(BYOCError):
+    """A create refused over the account's instance quota, with nothing of this server's to wait for."""
+
+    def __init__(self, settings: Settings, error: BaseException, waited: bool):
+        why = (
+            f"waited queue_timeout = {settings.effective_queue_timeout} s for this server's jobs to free it"
+            if waited else "none of this server's jobs holds any of it, so waiting would not free it"
+        )
+        super().__init__(
+            f"{settings.service} refused the job: the account's quota of {settings.instance_type} instances is in use "
+            f"({error}); {why}. Fix: request a higher quota in Service Quotas ({settings.service}, "
+            f"{settings.instance_type}), choose another instance_type, or run fewer electrons at once"
+        )
 
 
 @lru_cache(maxsize=1)

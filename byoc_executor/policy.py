@@ -33,6 +33,11 @@ class Verdict(enum.Enum):
     consistent); after ``NOT_FOUND_WINDOW`` seconds, it is gone for good."""
     FATAL = "give up"
     """A definitive answer: following cannot go on."""
+    CAPACITY = "wait while this server's own jobs hold the quota, else give up"
+    """A create refused because the account's instance quota is in use: capacity comes back when
+    jobs end. Worth waiting for (up to ``queue_timeout``) only while this server's own jobs of the
+    same kind hold some of it; otherwise nothing here will free it (a quota of 0, or other users'
+    jobs), and the refusal is definitive."""
 
 
 NOT_FOUND_WINDOW = 120.0
@@ -76,6 +81,13 @@ POLICY: tuple[Rule, ...] = (
         ("ResourceNotFoundException", "ResourceNotFound", "SageMaker ValidationException on DescribeTrainingJob"),
         Verdict.NOT_FOUND,
         f"not visible yet for up to {NOT_FOUND_WINDOW:.0f} s after the job was created; later: the job is gone",
+    ),
+    Rule(
+        ("ResourceLimitExceeded", "ServiceQuotaExceededException"),
+        Verdict.CAPACITY,
+        "a create over the account's instance quota (e.g. 256 electrons at once): the electron waits, like a "
+        "queued job, for one of this server's jobs to end (at most queue_timeout); with none running, it fails "
+        "with the fix (Service Quotas)",
     ),
     Rule(
         ("AccessDenied", "AccessDeniedException", "UnrecognizedClientException", "InvalidClientTokenId",

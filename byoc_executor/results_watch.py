@@ -6,7 +6,8 @@ archive on its own (HeadObject) costs one request per job per check. The archive
 dispatch's jobs all live under that dispatch's prefix (``<s3_prefix>/<dispatch>/node-<n>/...``),
 so one ListObjectsV2 of the prefix answers for all of them at once.
 
-A :class:`PrefixWatch` keeps the jobs (:class:`ArchiveWatcher`) waiting under one prefix. It lists
+Times are in the executor's clock (``clock.py``: the loop's, scaled only under an emulator's AWS
+profile). A :class:`PrefixWatch` keeps the jobs (:class:`ArchiveWatcher`) waiting under one prefix. It lists
 the prefix when the earliest of them is due; every watcher learns from every listing, and each
 one's next check comes its own pause after the latest listing. A watcher's pause starts at
 ``FIRST_CHECK``, grows by ``BACKOFF`` to ``MAX_PAUSE``, then to ``AGE_SHARE`` of the time it has
@@ -30,6 +31,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError
 
+from byoc_executor import clock
 from byoc_executor.errors import AWSError
 from byoc_executor.storage import S3Location, exists, list_keys
 
@@ -63,7 +65,7 @@ class ArchiveWatcher:
     async def wait(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for the archive. Returns whether it has been seen."""
         if not self.seen.is_set() and timeout > 0:
-            await _wait_for_event(self.seen, timeout)
+            await _wait_for_event(self.seen, clock.wall(timeout))
         return self.seen.is_set()
 
     def close(self) -> None:
@@ -88,7 +90,7 @@ class PrefixWatch:
 
     def add(self, key: str, poll_freq: float) -> ArchiveWatcher:
         loop = asyncio.get_running_loop()
-        watcher = ArchiveWatcher(self, key, poll_freq, loop.time())
+        watcher = ArchiveWatcher(self, key, poll_freq, clock.now())
         self._watchers.add(watcher)
         self._changed.set()
         if self._task is None or self._task.done():
@@ -108,16 +110,15 @@ class PrefixWatch:
             del _groups[key]
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         try:
             while self._watchers:
-                delay = min(w.due for w in self._watchers) - loop.time()
+                delay = min(w.due for w in self._watchers) - clock.now()
                 if delay > 0:
                     # A new watcher may be due sooner than the current earliest: wake for it too.
                     self._changed.clear()
-                    await _wait_for_event(self._changed, delay)
+                    await _wait_for_event(self._changed, clock.wall(delay))
                     continue
-                started = loop.time()
+                started = clock.now()
                 asked = [w for w in self._watchers if w.due <= started] if self._head_only else list(self._watchers)
                 try:
                     keys = await (self._head(asked) if self._head_only else self._list(len(asked)))
@@ -126,7 +127,7 @@ class PrefixWatch:
                     # say it, and count it as a check that found nothing.
                     log.exception("watching s3://%s/%s for results failed", self.bucket, self.prefix)
                     keys = None
-                now = loop.time()
+                now = clock.now()
                 for watcher in asked:
                     if watcher not in self._watchers:
                         continue  # it left while S3 was asked

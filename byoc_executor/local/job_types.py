@@ -8,7 +8,7 @@ from __future__ import annotations
 import enum
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Mapping, Protocol
 
 from byoc_executor.local.launchers import Launcher
 from byoc_executor.local.staging import AwsClients
@@ -49,17 +49,39 @@ class Ending(enum.Enum):
 
 @dataclass(frozen=True)
 class Timing:
-    """How long the emulator dawdles, and how patient it is when killing.
+    """How long the emulator dawdles, how patient it is when killing, and how much it allows.
+
+    The defaults keep tests fast: every phase takes ``phase_delay``, lines are readable at once,
+    nothing is limited. An AWS profile (``aws_profile.py``) fills in the rest, in wall seconds.
 
     Attributes:
         phase_delay: seconds spent in each of QUEUED, STARTING, DOWNLOADING and UPLOADING.
         kill_grace: seconds between SIGTERM and SIGKILL when a job is stopped.
         log_flush_interval: seconds between CloudWatch Logs batches.
+        phases: per service, the seconds of ``queued``, ``starting``, ``warm_starting``,
+            ``downloading`` and ``uploading`` (None: ``phase_delay`` each, 0 for a warm start).
+        log_lag: seconds before a written log line can be read.
+        not_found_window: seconds after a create during which the job is not found.
+        instance_quota: instances of one type that one service's jobs may run at once (None: any).
+        time_scale: AWS seconds per wall second (what the usage report multiplies by).
     """
 
     phase_delay: float = 0.1
     kill_grace: float = 2.0
     log_flush_interval: float = 0.2
+    phases: Mapping[str, Mapping[str, float]] | None = None
+    log_lag: float = 0.0
+    not_found_window: float = 0.0
+    instance_quota: int | None = None
+    time_scale: float = 1.0
+
+    def delay(self, service: str, phase: str, warm: bool = False) -> float:
+        """Seconds a job of ``service`` spends in ``phase`` (queued, starting, downloading, uploading)."""
+        if phase == "starting" and warm:
+            phase = "warm_starting"
+        if self.phases is None:
+            return 0.0 if phase == "warm_starting" else self.phase_delay
+        return self.phases[service][phase]
 
 
 class JobHooks(Protocol):

@@ -264,14 +264,19 @@ class JobRun:
         return any(h.alive() for h in self._hosts)
 
     def _lifecycle(self) -> None:
-        delay = self.context.timing.phase_delay
-        if self._interrupted(delay):
+        timing = self.context.timing
+
+        def delay(phase: str) -> float:
+            return timing.delay(self.service, phase, warm=self.warm_start)
+
+        if self._interrupted(delay("queued")):
             return self._end(Ending.STOPPED)
-        budget = float(self.max_runtime())  # MaxRuntimeInSeconds counts every attempt's run time
+        # MaxRuntimeInSeconds counts every attempt's run time (AWS seconds, played at the time scale).
+        budget = float(self.max_runtime()) / timing.time_scale
         while True:
             self._enter(Phase.STARTING)
-            # A warm pool's instances are already provisioned: nothing to wait for.
-            if self._interrupted(0.0 if self.warm_start else delay):
+            # A warm pool's instances are already provisioned: little or nothing to wait for.
+            if self._interrupted(delay("starting")):
                 return self._end(Ending.STOPPED)
             self._enter(Phase.DOWNLOADING)
             if self.context.hooks is not None:
@@ -280,7 +285,7 @@ class JobRun:
                 self._stage_inputs()
             except StagingError as e:
                 return self._end(Ending.FAILED, str(e))
-            if self._interrupted(delay):
+            if self._interrupted(delay("downloading")):
                 return self._end(Ending.STOPPED)
             self._enter(Phase.RUNNING)
             began = time.monotonic()
@@ -296,13 +301,13 @@ class JobRun:
                     self.on_interrupted()
             if not restart:
                 break
-            if self._interrupted(delay):
+            if self._interrupted(delay("starting")):
                 return self._end(Ending.STOPPED)
         if checkpoint_error is not None and ending is Ending.COMPLETED:
             ending, reason = Ending.FAILED, checkpoint_error
         if self.uploads_on(ending):
             self._enter(Phase.UPLOADING)
-            self._interrupted(delay)
+            self._interrupted(delay("uploading"))
             try:
                 # Uploaded on failure too: the result envelope carries the task's exception and
                 # traceback, which the client reports better than the one-line failure reason.
@@ -445,7 +450,8 @@ class JobRun:
         for name in self.hosts():
             tree = self.host_tree(name)
             stream = f"{self.log_stream_prefix()}/{name}-{started}"
-            host = HostProcess(name, tree / "opt" / "ml", LogShipper(logs, self.log_group, stream, flush), self._wake.set)
+            shipper = LogShipper(logs, self.log_group, stream, flush, lag=self.context.timing.log_lag)
+            host = HostProcess(name, tree / "opt" / "ml", shipper, self._wake.set)
             try:
                 host.start(self.job_launcher(), self.launch_spec(name))
             except OSError as e:
@@ -491,3 +497,38 @@ class JobRun:
     def admin_view(self) -> dict[str, Any]:
         """The admin surface's view: name, service, status, pid."""
         raise NotImplementedError
+
+    def hidden(self) -> bool:
+        """Whether the job is still inside the not-found window after its creation (eventual consistency)."""
+        return now() - self.created_at < self.context.timing.not_found_window
+
+    def usage(self) -> dict[str, Any]:
+        """The job as billed: instance type and count, its times (wall), billed instance-seconds (AWS)."""
+        scale = self.context.timing.time_scale
+        billed = None
+        if self.started_at is not None and self.ended_at is not None:
+            billed = (self.ended_at - self.started_at) * scale * self.instance_count()
+        return {
+            "name": self.name, "service": self.service, "arn": self.arn,
+            "instance_type": self.instance_type(), "instance_count": self.instance_count(),
+            "created": self.created_at, "started": self.started_at, "ended": self.ended_at,
+            "ending": self.ending.value if self.ending else None, "warm_start": self.warm_start,
+            "billed_instance_seconds": billed,
+        }
+
+
+def instance_quota_problem(jobs: list[JobRun], instance_type: str, count: int, quota: int | None) -> str | None:
+    """Why a new job of ``count`` instances of ``instance_type`` is over the account's quota, or None.
+
+    ``jobs``: the service's jobs in the region. Instances of jobs that have not ended count.
+    """
+    if quota is None:
+        return None
+    in_use = sum(j.instance_count() for j in jobs if not j.ended and j.instance_type() == instance_type)
+    if in_use + count <= quota:
+        return None
+    return (
+        f"The account-level service limit '{instance_type} for job usage' is {quota} Instances, with current "
+        f"utilization of {in_use} Instances and a request delta of {count} Instances. Please use AWS Service "
+        "Quotas to request an increase for this quota."
+    )

@@ -6,6 +6,11 @@ line was written, in group ``/aws/braket/jobs`` or ``/aws/sagemaker/TrainingJobs
 moto backend: readers timestamp lines as they arrive, one thread sends them every
 ``flush_interval`` seconds, and :meth:`LogShipper.close` sends what is left, so that every line
 is in CloudWatch before the job reports a terminal state.
+
+With an ingestion ``lag`` (the AWS profile), a line is sent only ``lag`` seconds after it was
+written, and :meth:`LogShipper.close` does not wait for the rest: as on AWS, the last lines of a
+job may become readable after the job reported its end (which is why the Braket SDK keeps reading
+logs after a job ends, and why the executor's final read settles).
 """
 
 from __future__ import annotations
@@ -30,11 +35,12 @@ MAX_EVENT_BYTES = 256 * 1024 - EVENT_OVERHEAD
 class LogShipper:
     """Batches lines to one CloudWatch Logs stream from a background thread."""
 
-    def __init__(self, logs_client: Any, group: str, stream: str, flush_interval: float = 0.2):
+    def __init__(self, logs_client: Any, group: str, stream: str, flush_interval: float = 0.2, lag: float = 0.0):
         self.group = group
         self.stream = stream
         self._client = logs_client
         self._interval = flush_interval
+        self._lag = lag
         self._pending: list[dict] = []
         self._lock = threading.Lock()
         self._closing = threading.Event()
@@ -56,21 +62,31 @@ class LogShipper:
             self._pending.append({"timestamp": stamp, "message": message})
 
     def close(self) -> None:
-        """Send every queued line and stop the thread."""
+        """Send every queued line and stop the thread; with a lag, the thread sends the rest when
+        it is due, and this returns at once."""
         self._closing.set()
-        if self._thread.is_alive():
+        if not self._thread.is_alive():
+            self._flush(everything=True)
+        elif self._lag <= 0:
             self._thread.join()
-        else:
-            self._flush()
 
     def _loop(self) -> None:
-        while not self._closing.wait(self._interval):
+        closing = False
+        while True:
+            if closing:
+                time.sleep(self._interval)  # (only with a lag) the rest is sent as it falls due
+            else:
+                closing = self._closing.wait(self._interval)
             self._flush()
-        self._flush()
+            with self._lock:
+                if closing and not self._pending:
+                    return
 
-    def _flush(self) -> None:
+    def _flush(self, everything: bool = False) -> None:
+        due = float("inf") if everything or self._lag <= 0 else time.time() * 1000 - self._lag * 1000
         with self._lock:
-            events, self._pending = self._pending, []
+            events = [e for e in self._pending if e["timestamp"] <= due]
+            self._pending = [e for e in self._pending if e["timestamp"] > due]
         if not events:
             return
         events.sort(key=lambda e: e["timestamp"])  # PutLogEvents wants chronological order

@@ -18,6 +18,8 @@ credentials and region. Unsigned requests under ``/_byoc/`` are the admin surfac
 - ``POST /_byoc/jobs/<jobName>/interrupt``: a spot interruption of a running managed spot
   training job; it restarts (404 unknown, 409 not a running spot job);
 - ``GET /_byoc/quantum-tasks``: every quantum task created, with the ``jobToken`` it carried;
+- ``GET /_byoc/usage``: :meth:`Emulator.usage` (requests per operation, throttling, each job's
+  billed instance-seconds, in AWS seconds); ``DELETE`` answers the same and zeroes the request counts;
 - ``POST /_byoc/jobs/<jobName>/tamper`` with a :class:`~byoc_executor.local.faults.JobFault`
   document (``{"action": "delete-input" | "delete" | "truncate" | "flip-byte" | "replace", ...}``):
   arms it for that job, which may not exist yet (400 malformed, 409 too late);
@@ -53,6 +55,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
 
 from byoc_executor.local import braket_routes, wire
+from byoc_executor.local.aws_profile import AwsClock, AwsProfile, RateLimiter, Usage
 from byoc_executor.local.faults import AFTER, FaultPlan, JobFault, JobFaults, TooLate
 from byoc_executor.local.hybrid_jobs import BraketApi
 from byoc_executor.local.jobs import ApiError, JobContext, Timing
@@ -218,6 +221,10 @@ class Emulator:
         phase_delay: seconds spent in each of the queued, starting, downloading and uploading phases.
         kill_grace: seconds between SIGTERM and SIGKILL when a job is cancelled or stopped.
         log_flush_interval: seconds between CloudWatch Logs batches.
+        profile: AWS's timing and limits (``aws_profile.profile("aws", time_scale)``): phase
+            durations, log lag, the not-found window after a create, instance quotas and request
+            quotas. None: ``phase_delay`` everywhere and no limits. Either way every client
+            request is counted (:meth:`usage`).
 
     Raises:
         ValueError: ``host`` is not a loopback address.
@@ -232,6 +239,7 @@ class Emulator:
         phase_delay: float = 0.1,
         kill_grace: float = 2.0,
         log_flush_interval: float = 0.2,
+        profile: AwsProfile | None = None,
     ):
         if not is_loopback_host(host):
             raise ValueError(f"the emulator binds loopback addresses only, not {host!r}: use 127.0.0.1")
@@ -245,8 +253,20 @@ class Emulator:
 
             launcher = ByocImageLauncher()
         self.launcher = launcher
-        self.timing = Timing(phase_delay=phase_delay, kill_grace=kill_grace, log_flush_interval=log_flush_interval)
-        self.request_hooks: list[RequestHook] = []
+        self.profile = profile
+        if profile is None:
+            self.timing = Timing(phase_delay=phase_delay, kill_grace=kill_grace, log_flush_interval=log_flush_interval)
+        else:
+            self.timing = Timing(
+                phase_delay=phase_delay, kill_grace=kill_grace, log_flush_interval=log_flush_interval,
+                phases={service: profile.phase_seconds(service) for service in profile.phases},
+                log_lag=profile.wall(profile.log_lag), not_found_window=profile.wall(profile.not_found_window),
+                instance_quota=profile.instance_quota, time_scale=profile.time_scale,
+            )
+        self.usage_record = Usage(AwsClock(profile.time_scale if profile else 1.0))
+        """Every client request by operation (AWS time), throttled or not; see :meth:`usage`."""
+        self.request_hooks: list[RequestHook] = [RateLimiter(profile.rate_limits if profile else {}, self.usage_record)]
+        """Offered every client request in order; the first, the rate limiter, counts them all."""
         self.faults: FaultPlan | None = None
         """Which client requests fail (None: none). Replace it at any time; see ``faults.py``."""
         self.job_faults = JobFaults()
@@ -355,6 +375,19 @@ class Emulator:
                 return job.admin_view()
         raise RuntimeError(f"job {job_name} is not a running managed spot training job (EnableManagedSpotTraining)")
 
+    def usage(self) -> dict[str, Any]:
+        """What clients asked and what the jobs cost, in AWS seconds.
+
+        ``{"profile", "time_scale", "requests": {"<service>.<Operation>": {requests, throttled,
+        peak_per_second}}, "jobs": [JobRun.usage()...]}``.
+        """
+        return {
+            "profile": self.profile.name if self.profile else "none",
+            "time_scale": self.timing.time_scale,
+            "requests": self.usage_record.to_json(),
+            "jobs": [job.usage() for job in (self._registry.all() if self._registry else [])],
+        }
+
     def quantum_tasks(self) -> list[dict[str, Any]]:
         """Every quantum task created: ``quantumTaskArn``, ``jobToken``, ``jobArn``, ``deviceArn``, ``shots``, ``action``."""
         return self._quantum_tasks.recorded() if self._quantum_tasks else []
@@ -398,6 +431,11 @@ class Emulator:
         method = request.method
         if method == "GET" and parts == ["_byoc", "jobs"]:
             return _json_response(200, self.jobs())
+        if parts == ["_byoc", "usage"] and method in ("GET", "DELETE"):
+            report = self.usage()
+            if method == "DELETE":
+                self.usage_record.clear()
+            return _json_response(200, report)
         if method == "GET" and parts == ["_byoc", "quantum-tasks"]:
             return _json_response(200, self.quantum_tasks())
         if parts == ["_byoc", "faults"] and method in ("GET", "POST", "DELETE"):

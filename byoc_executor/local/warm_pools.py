@@ -12,6 +12,8 @@ From the SageMaker developer guide ("SageMaker Managed Warm Pools") and the API 
   is ``InUse`` while it runs and ``Available`` after it ends (for its own keep-alive period);
 - ``ResourceRetainedBillableTimeInSeconds`` is the wall-clock time the pool was retained.
 
+``scale`` (the AWS profile's time scale) plays the keep-alive period that many times faster.
+
 What "matching" means here: the same role, instance type, instance count, volume size, volume
 KMS key, VPC configuration, network isolation and inter-container encryption. The guide lists
 the criteria; this list is the emulator's reading of it, not confirmed against the service.
@@ -67,7 +69,7 @@ def retained(job: PoolOwner) -> bool:
     return not (job.failure_reason or "").startswith("InternalServerError")
 
 
-def status(job: PoolOwner, at: float) -> dict[str, Any] | None:
+def status(job: PoolOwner, at: float, scale: float = 1.0) -> dict[str, Any] | None:
     """The job's ``WarmPoolStatus`` at time ``at`` (None: the job has no warm pool to report)."""
     if keep_alive(job.request) <= 0:
         return None
@@ -76,7 +78,7 @@ def status(job: PoolOwner, at: float) -> dict[str, Any] | None:
     if not retained(job):
         return None
     assert job.ended_at is not None
-    expiry = job.ended_at + keep_alive(job.request)
+    expiry = job.ended_at + keep_alive(job.request) / scale
     if job.warm_pool_reused_by is not None and job.warm_pool_reused_at is not None:
         seconds = job.warm_pool_reused_at - job.ended_at
         return {"Status": "Reused", "ResourceRetainedBillableTimeInSeconds": int(seconds), "ReusedByJob": job.warm_pool_reused_by}
@@ -84,14 +86,14 @@ def status(job: PoolOwner, at: float) -> dict[str, Any] | None:
     return {"Status": "Available" if at < expiry else "Terminated", "ResourceRetainedBillableTimeInSeconds": int(seconds)}
 
 
-def find_available(jobs: list, request: dict, at: float) -> Any | None:
+def find_available(jobs: list, request: dict, at: float, scale: float = 1.0) -> Any | None:
     """The job whose Available warm pool a new job with ``request`` reuses (the oldest such pool), if any."""
     if keep_alive(request) <= 0:
         return None
     key = pool_key(request)
     candidates = [
         j for j in jobs
-        if pool_key(j.request) == key and (status(j, at) or {}).get("Status") == "Available"
+        if pool_key(j.request) == key and (status(j, at, scale) or {}).get("Status") == "Available"
     ]
     candidates.sort(key=lambda j: j.ended_at)
     return candidates[0] if candidates else None
