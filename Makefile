@@ -44,9 +44,10 @@ test-gpu-image: venv-test
 clean:
 	rm -rf $(VENV) .byoc-local .pytest_cache build dist byoc_executor.egg-info
 
-## clean, and what the tests made outside the tree: checkov's venv, the buildah images built on
-## the container tests' base (images you tagged from other bases stay), the container cache.
+## clean, and what the tests made outside the tree: checkov's venv, the SageMaker SDK v2's venv
+## (tests/test_outside_sagemaker.py), the buildah images built on the container tests' base
+## (images you tagged from other bases stay), the container cache.
 distclean:
 	python3 tests/container_support.py remove-images
 	$(MAKE) clean
-	rm -rf .venv-tools "$(CONTAINER_CACHE)"
+	rm -rf .venv-tools .venv-sagemaker-v2 "$(CONTAINER_CACHE)"

@@ -240,7 +240,9 @@ def test_make_distclean_names_what_the_project_made(tmp_path: Path) -> None:
     cache = tmp_path / "container-cache"
     dry = subprocess.run(["make", "-n", "distclean", f"BYOC_CONTAINER_CACHE={cache}"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert dry.returncode == 0, dry.stderr
-    for made in (".venv", ".venv-tools", ".byoc-local", "byoc_executor.egg-info", str(cache), "container_support.py remove-images"):
+    made_by_tests = (".venv-tools", ".venv-sagemaker-v2")  # checkov's venv; the SageMaker SDK v2's (tests/test_outside_sagemaker.py)
+    assert 'REPO / ".venv-sagemaker-v2"' in (ROOT / "tests" / "test_outside_sagemaker.py").read_text()  # still its name
+    for made in (".venv", *made_by_tests, ".byoc-local", "byoc_executor.egg-info", str(cache), "container_support.py remove-images"):
         assert made in dry.stdout, made
     # buildah: only images on the tests' own base (tests/container_support.py), never a prune of all.
     assert "buildah" not in dry.stdout

@@ -71,6 +71,15 @@ def task_packing(on: bool):
         ct.set_config("sdk.task_packing", before)
 
 
+def task_groups(result) -> dict[int, list[str]]:
+    """Task group id -> the names of its nodes, as Covalent built the graph (packing or not)."""
+    graph = result.lattice.transport_graph
+    groups: dict[int, list[str]] = {}
+    for node_id in sorted(graph._graph.nodes):
+        groups.setdefault(graph.get_node_value(node_id, "task_group_id"), []).append(graph.get_node_value(node_id, "name"))
+    return groups
+
+
 def run(covalent_server, workflow, *args, timeout: float = 240):
     dispatch_id = covalent_server.dispatch(workflow, *args)
     return dispatch_id, covalent_server.result(dispatch_id, timeout=timeout)
@@ -105,8 +114,9 @@ def test_unpacking_and_a_list_cost_one_job_per_electron(covalent_server, emulato
     assert sorted(jobs_of(emulator, service, dispatch_id).values()) == [done, done]  # pair and total: 2 jobs, not 5
 
 
+@pytest.mark.parametrize("packing", [False, True], ids=["unpacked", "packed"])
 @pytest.mark.parametrize("service", SERVICES)
-def test_attribute_access_indexing_and_a_dict_of_electrons(covalent_server, emulator, service: str) -> None:
+def test_attribute_access_indexing_and_a_dict_of_electrons(covalent_server, emulator, service: str, packing: bool) -> None:
     ex = the_executor(emulator, service)
 
     @ct.electron(executor=ex)
@@ -127,10 +137,21 @@ def test_attribute_access_indexing_and_a_dict_of_electrons(covalent_server, emul
         q = both(x)
         return report({"low": p.low, "high": p.high, "first": q[0], "second": q[1]})
 
-    dispatch_id, result = run(covalent_server, workflow, 3)
+    with task_packing(packing):
+        dispatch_id, result = run(covalent_server, workflow, 3)
     assert str(result.status) == "COMPLETED", describe_failure(result)
     assert result.result == {"first": 3, "high": 30, "low": 3, "second": -3}
-    assert len(jobs_of(emulator, service, dispatch_id)) == 3  # make, both, report; the 5 helpers ran in the server
+    groups = task_groups(result)
+    electrons = {"make", "both", "report"}
+    with_a_job = [group for group, names in groups.items() if electrons & set(names)]
+    assert len(with_a_job) == 3, groups  # each electron in its own group
+    packed_helpers = [name for group in with_a_job for name in groups[group] if name not in electrons]
+    # Packed, Covalent puts every helper (.low, .high, [0], [1], the dict and its two lists) in its electron's
+    # group; unpacked, each helper is a group of its own. Parameters are never packed.
+    assert len(packed_helpers) == (7 if packing else 0), groups
+    done = "COMPLETED" if service == "braket" else "Completed"
+    # One job per group with an electron in it (make, both, report); helpers alone ran in the server.
+    assert sorted(jobs_of(emulator, service, dispatch_id).values()) == [done] * len(with_a_job)
 
 
 @pytest.mark.parametrize("service", SERVICES)
