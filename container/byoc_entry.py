@@ -33,14 +33,22 @@ What it reads
                                     payload), byoc_environment (JSON object of environment
                                     variables for the task; Braket has no other way),
                                     byoc_source_sha256 (Braket: the digest the source archive must
-                                    have; checked before anything in it is unpacked or imported).
+                                    have; checked before anything in it is unpacked or imported),
+                                    byoc_checkpoints ("true" exactly when the job has a checkpoint
+                                    configuration; see BYOC_CHECKPOINT_DIR below).
                                     No key or secret: hyperparameters are part of the job's
                                     description, readable by anyone allowed to describe the job.
 
     resourceconfig.json             /opt/ml/input/config/: with several hosts, the task runs on the
                                     first (sorted) host only, unless byoc_all_hosts is "true"
-    For the task it sets BYOC_CHECKPOINT_DIR (the directory the service syncs with the job's
-    checkpoint S3 URI), BYOC_CURRENT_HOST and BYOC_HOSTS.
+    For the task it sets BYOC_CURRENT_HOST and BYOC_HOSTS, and BYOC_CHECKPOINT_DIR (the directory
+    the service syncs with the job's checkpoint S3 URI) only when byoc_checkpoints is "true":
+    neither service tells a container whether its job has a checkpoint configuration
+    (SageMaker's /opt/ml/checkpoints is only CheckpointConfig.LocalPath's default; whether Braket
+    sets $AMZN_BRAKET_CHECKPOINT_DIR without a checkpointConfig is unconfirmed), and a directory
+    nothing syncs would lose what a task saved there. The path is the service's: SageMaker's
+    default LocalPath (the client never sets another), Braket's $AMZN_BRAKET_CHECKPOINT_DIR (a
+    contract error if the flag is set and the variable is not); never one of this script's own.
 
 What it runs
     The payload's body is one call (``function(*args, **kwargs)``: Covalent's wrapper over the
@@ -120,6 +128,9 @@ HP_PAYLOAD_DIGEST = "byoc_payload_digest"  # SHA-256 of the payload's canonical 
 HP_ENVIRONMENT = "byoc_environment"
 HP_SOURCE_SHA256 = "byoc_source_sha256"  # Braket: the digest the source archive must have
 HP_ALL_HOSTS = "byoc_all_hosts"  # "true": run the task on every host, not only the leader
+# "true" exactly when the client gave the job a checkpoint configuration (checkpoint_s3_uri):
+# the only way the script learns it, so BYOC_CHECKPOINT_DIR is set only for a synced directory.
+HP_CHECKPOINTS = "byoc_checkpoints"
 RESULT_KEY_FIELD = "result_key"  # in the payload's header: the hex HMAC-SHA256 key of the result
 JOB_FIELD = "job"  # in the payload's header: what the body is, JOB_CALL (absent: the same) or JOB_GROUP
 JOB_CALL = "call"  # {"function", "args", "kwargs"}: one call, Covalent's wrapper over the electron
@@ -435,14 +446,16 @@ class JobLayout:
             self.input_dir = self._braket_path(env, ENV_BRAKET_INPUT_DIR)
             self.results_dir = self._braket_path(env, ENV_BRAKET_JOB_RESULTS_DIR)
             self.hp_file = self._braket_path(env, ENV_BRAKET_HP_FILE)
-            # Set from checkpointConfig.localPath (default /opt/braket/checkpoints) when the job
-            # has a checkpoint configuration; without one the task gets no checkpoint directory.
+            # Set from checkpointConfig.localPath (default /opt/braket/checkpoints) for a job with
+            # a checkpoint configuration; unset here, the task gets no checkpoint directory.
             self.checkpoint_dir: Path | None = Path(env[ENV_BRAKET_CHECKPOINT_DIR]) if env.get(ENV_BRAKET_CHECKPOINT_DIR) else None
         else:
             self.input_dir = self.ml_root / "input" / "data"
             self.results_dir = self.ml_root / "model"
             self.hp_file = self.ml_root / "input" / "config" / "hyperparameters.json"
-            self.checkpoint_dir = self.ml_root / "checkpoints"  # CheckpointConfig.LocalPath's default
+            # CheckpointConfig.LocalPath's default; synced only if the job has a CheckpointConfig,
+            # which SageMaker does not tell the container (see task_checkpoint_dir).
+            self.checkpoint_dir = self.ml_root / "checkpoints"
         self.failure_file = self.ml_root / "output" / "failure"
         self.payload_file = self.input_dir / PAYLOAD_CHANNEL / PAYLOAD_FILE
         self.resource_config = self.ml_root / "input" / "config" / "resourceconfig.json"
@@ -484,6 +497,21 @@ class JobLayout:
             config = json.load(f)
         hosts = list(config.get("hosts") or ["algo-1"])
         return str(config.get("current_host", hosts[0])), hosts
+
+    def task_checkpoint_dir(self, hp: dict[str, str]) -> Path | None:
+        """The checkpoint directory the task is told of: only when ``HP_CHECKPOINTS`` says the job
+        has a checkpoint configuration, and then the service's path (see the module docstring).
+
+        Raises:
+            ContractError: the flag is set on Braket, and ``$AMZN_BRAKET_CHECKPOINT_DIR`` is not.
+        """
+        if str(hp.get(HP_CHECKPOINTS, "")).lower() != "true":
+            return None
+        if self.checkpoint_dir is None:
+            raise ContractError(
+                f"the job has a checkpoint configuration ({HP_CHECKPOINTS}), but ${ENV_BRAKET_CHECKPOINT_DIR} is not set"
+            )
+        return self.checkpoint_dir
 
     def hyperparameters(self) -> dict[str, str]:
         if self.problems():
@@ -611,8 +639,11 @@ def execute(layout: JobLayout) -> int:
                 print(f"byoc-executor: {current} is not the leader of {hosts}; the task runs on {sorted(hosts)[0]}", flush=True)
                 return EXIT_OK
             os.environ.update(json.loads(hp.get(HP_ENVIRONMENT) or "{}"))
-            if layout.checkpoint_dir is not None:
-                os.environ[ENV_TASK_CHECKPOINT_DIR] = str(layout.checkpoint_dir)
+            checkpoints = layout.task_checkpoint_dir(hp)
+            if checkpoints is not None:
+                os.environ[ENV_TASK_CHECKPOINT_DIR] = str(checkpoints)
+            else:  # the executor's variable: one from the image or the environment setting would name an unsynced dir
+                os.environ.pop(ENV_TASK_CHECKPOINT_DIR, None)
             os.environ[ENV_TASK_CURRENT_HOST] = current
             os.environ[ENV_TASK_HOSTS] = ",".join(hosts)
             import cloudpickle

@@ -11,7 +11,10 @@ import covalent as ct
 import pytest
 from covalent._shared_files.util_classes import RESULT_STATUS
 
-from tests.conftest import BUCKET
+from byoc_executor.container import byoc_entry as contract
+from byoc_executor.services import braket, sagemaker, stage
+from byoc_executor.settings import Settings
+from tests.conftest import BUCKET, IMAGE, ROLE
 from tests.test_executor_emulator import boto, execute, executor
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -63,12 +66,46 @@ async def test_environment_checkpoint_dir_and_hosts_reach_the_task(emulator, ser
     ex = executor(emulator, service, environment={"BYOC_OPTION": "on"}, checkpoint_s3_uri=f"s3://{BUCKET}/ckpt/{service}")
     value, _, stderr, status, listener = await execute(ex, environment_and_hosts)
     assert status == RESULT_STATUS.COMPLETED, stderr
-    assert value["BYOC_OPTION"] == "on" and value["BYOC_HOSTS"] == "algo-1" and value["BYOC_CHECKPOINT_DIR"]
+    assert value["BYOC_OPTION"] == "on" and value["BYOC_HOSTS"] == "algo-1"
     job = describe(emulator, service, listener)
     if service == "braket":
         assert job["checkpointConfig"]["s3Uri"] == f"s3://{BUCKET}/ckpt/{service}"
+        assert job["hyperParameters"][contract.HP_CHECKPOINTS] == "true"
+        # The API's default localPath, which Braket names through AMZN_BRAKET_CHECKPOINT_DIR.
+        assert value["BYOC_CHECKPOINT_DIR"].endswith("/opt/braket/checkpoints")
     else:
         assert job["CheckpointConfig"]["S3Uri"] == f"s3://{BUCKET}/ckpt/{service}"
+        assert job["HyperParameters"][contract.HP_CHECKPOINTS] == "true"
+        assert value["BYOC_CHECKPOINT_DIR"].endswith("/opt/ml/checkpoints")  # CheckpointConfig.LocalPath's default
+
+
+@pytest.mark.parametrize("service", ["braket", "sagemaker"])
+async def test_without_checkpoint_s3_uri_the_task_gets_no_checkpoint_dir(emulator, service: str) -> None:
+    """Nothing syncs a directory of a job without a checkpoint configuration: the task is told of none."""
+    value, _, stderr, status, listener = await execute(executor(emulator, service), environment_and_hosts)
+    assert status == RESULT_STATUS.COMPLETED, stderr
+    assert value["BYOC_CHECKPOINT_DIR"] is None and value["BYOC_HOSTS"] == "algo-1"
+    job = describe(emulator, service, listener)
+    config, hp = ("checkpointConfig", "hyperParameters") if service == "braket" else ("CheckpointConfig", "HyperParameters")
+    assert config not in job and contract.HP_CHECKPOINTS not in job[hp]
+
+
+@pytest.mark.parametrize("service", ["braket", "sagemaker"])
+@pytest.mark.parametrize("checkpoints", ["", f"s3://{BUCKET}/ckpt/flag"])
+def test_the_request_carries_the_checkpoint_flag_exactly_when_checkpoint_s3_uri_is_set(service: str, checkpoints: str) -> None:
+    """The entry script's only sign of a checkpoint configuration (SageMaker tells the container nothing)."""
+    settings = Settings(service=service, image_uri=IMAGE, s3_bucket_name=BUCKET, role_arn=ROLE, checkpoint_s3_uri=checkpoints)
+    staged = stage(settings, "dispatch-1", 3, {contract.HP_PROTOCOL: "2", contract.HP_PAYLOAD_DIGEST: "ab" * 32})
+    if service == "braket":
+        request = braket.create_job_request(settings, staged, "ef" * 32)
+        config, hp = request.get("checkpointConfig"), request["hyperParameters"]
+    else:
+        request = sagemaker.create_training_job_request(settings, staged)
+        config, hp = request.get("CheckpointConfig"), request["HyperParameters"]
+    if checkpoints:
+        assert config is not None and hp[contract.HP_CHECKPOINTS] == "true"
+    else:
+        assert config is None and contract.HP_CHECKPOINTS not in hp
 
 
 async def test_sagemaker_spot_vpc_isolation_and_encryption_read_back(emulator) -> None:

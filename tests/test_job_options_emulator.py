@@ -46,6 +46,8 @@ def start_sagemaker(clients, function, *args, name: str | None = None, **overrid
     name, prefix = name or unique("sm"), unique("prefix")
     hp = upload_payload(clients.s3, BUCKET, prefix, function, *args)
     hp.update(overrides.pop("extra_hp", {}))
+    if "CheckpointConfig" in overrides:  # as the client marks it (byoc_entry.HP_CHECKPOINTS)
+        hp[byoc_entry.HP_CHECKPOINTS] = "true"
     clients.sagemaker.create_training_job(**sagemaker_request(name, BUCKET, prefix, hp, **overrides))
     return name, prefix
 
@@ -54,6 +56,8 @@ def start_braket(clients, function, *args, **overrides) -> tuple[str, str, str]:
     name, prefix = unique("bk"), unique("prefix")
     hp = upload_payload(clients.s3, BUCKET, prefix, function, *args)
     hp.update(overrides.pop("extra_hp", {}))
+    if "checkpointConfig" in overrides:  # as the client marks it (byoc_entry.HP_CHECKPOINTS)
+        hp[byoc_entry.HP_CHECKPOINTS] = "true"
     source = upload_source(clients.s3, BUCKET, prefix)
     arn = clients.braket.create_job(**braket_request(name, BUCKET, prefix, hp, source, **overrides))["jobArn"]
     return name, prefix, arn

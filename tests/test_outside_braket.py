@@ -83,6 +83,43 @@ def test_aws_quantum_job_create_waits_streams_logs_and_returns_results(emulator,
     assert "the algorithm runs on" in answer["stdout"]  # the SDK's own log streaming printed the job's lines
 
 
+def test_queue_position_while_queued(tmp_path):
+    """``queue_position()`` on a job that still waits: a number, counting down, then none.
+
+    An emulator of its own, whose jobs stay QUEUED for 6 s (two phases of 3 s): the second job
+    on the same device is second in the queue until the first leaves it (``hybrid_jobs.py``,
+    ``BraketApi.queue_position``).
+    """
+    (tmp_path / "algo.py").write_text("print('ran')\n")
+    with Emulator(root=tmp_path / "jobs", phase_delay=3.0, kill_grace=1.0) as slow:
+        out = run_sdk(slow, tmp_path, f'''
+            import json, time
+            from braket.aws import AwsQuantumJob
+            kwargs = dict(device={SV1!r}, source_module="algo.py", image_uri={IMAGE!r}, role_arn={ROLE!r})
+            first = AwsQuantumJob.create(**kwargs)
+            second = AwsQuantumJob.create(**kwargs)
+            first_state = first.state()
+            seen, deadline = [], time.monotonic() + 60
+            while time.monotonic() < deadline:
+                info = second.queue_position()
+                if info.queue_position is None:
+                    break
+                if not seen or seen[-1]["position"] != info.queue_position:
+                    seen.append({{"position": info.queue_position, "message": info.message, "type": type(info).__name__}})
+                time.sleep(0.1)
+            left = {{"position": info.queue_position, "message": info.message}}
+            states = [job.result(poll_timeout_seconds=120, poll_interval_seconds=0.5) is not None and job.state() for job in (first, second)]
+            print(json.dumps({{"first_state": first_state, "seen": seen, "left": left, "states": states}}))
+        ''')["out"]
+    assert out["first_state"] == "QUEUED"  # the second job was created while the first still waited
+    assert out["seen"] == [
+        {"position": "2", "message": None, "type": "HybridJobQueueInfo"},
+        {"position": "1", "message": None, "type": "HybridJobQueueInfo"},
+    ], out["seen"]
+    assert out["left"]["position"] is None and "does not show queue position" in out["left"]["message"]
+    assert out["states"] == ["COMPLETED", "COMPLETED"]
+
+
 def test_cancel(emulator, tmp_path):
     (tmp_path / "slow.py").write_text("import time\nprint('sleeping', flush=True)\ntime.sleep(120)\n")
     out = run_sdk(emulator, tmp_path, f'''

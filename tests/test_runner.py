@@ -413,7 +413,8 @@ def read_task_env() -> dict:
 def test_task_learns_its_checkpoint_dir_and_hosts(tmp_path: Path, service: str, monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("BYOC_CHECKPOINT_DIR", "BYOC_CURRENT_HOST", "BYOC_HOSTS"):
         monkeypatch.delenv(name, raising=False)
-    env = make_tree(tmp_path, service, read_task_env)
+    # The client's flag: this job has a checkpoint configuration (checkpoint_s3_uri).
+    env = make_tree(tmp_path, service, read_task_env, hp_extra={contract.HP_CHECKPOINTS: "true"})
     if service == "braket":
         # Where Braket says (checkpointConfig.localPath; the Braket SDK sends /opt/jobs/checkpoints).
         env[contract.ENV_BRAKET_CHECKPOINT_DIR] = str(tmp_path / "opt" / "jobs" / "checkpoints")
@@ -429,6 +430,29 @@ def test_braket_job_without_a_checkpoint_dir_gets_none(tmp_path: Path, monkeypat
     layout = contract.JobLayout(make_tree(tmp_path, "braket", read_task_env))
     assert contract.execute(layout) == contract.EXIT_OK
     assert read_result(layout).value["BYOC_CHECKPOINT_DIR"] is None  # no path of the script's own
+
+
+@pytest.mark.parametrize("service", ["braket", "sagemaker"])
+def test_a_job_without_the_checkpoint_flag_gets_no_checkpoint_dir(tmp_path: Path, service: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No checkpoint configuration, no directory: not SageMaker's default path (nothing syncs it),
+    not a Braket variable the service might set anyway, not one already in the environment."""
+    monkeypatch.setenv("BYOC_CHECKPOINT_DIR", str(tmp_path / "left-over"))
+    env = make_tree(tmp_path, service, read_task_env, hp_extra={contract.HP_CHECKPOINTS: "false"})
+    if service == "braket":
+        env[contract.ENV_BRAKET_CHECKPOINT_DIR] = str(tmp_path / "opt" / "braket" / "checkpoints")
+    layout = contract.JobLayout(env)
+    assert contract.execute(layout) == contract.EXIT_OK
+    assert read_result(layout).value["BYOC_CHECKPOINT_DIR"] is None
+    assert "BYOC_CHECKPOINT_DIR" not in os.environ
+
+
+def test_a_braket_job_with_the_flag_but_no_checkpoint_variable_is_a_contract_error(tmp_path: Path) -> None:
+    """The flag says there is a checkpointConfig; its directory comes from Braket or not at all."""
+    layout = contract.JobLayout(make_tree(tmp_path, "braket", read_task_env, hp_extra={contract.HP_CHECKPOINTS: "true"}))
+    assert contract.execute(layout) == contract.EXIT_SETUP_FAILED
+    failure = layout.failure_file.read_text()
+    assert contract.HP_CHECKPOINTS in failure and contract.ENV_BRAKET_CHECKPOINT_DIR in failure
+    assert not (layout.results_dir / contract.RESULT_FILE).exists()
 
 
 @pytest.mark.parametrize(("current", "all_hosts", "runs"), [("algo-1", "", True), ("algo-2", "", False), ("algo-2", "true", True)])

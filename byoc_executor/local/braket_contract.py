@@ -21,15 +21,22 @@ Sources (each fact below names the one it comes from):
   has input data), ``AMZN_BRAKET_CHECKPOINT_DIR=<checkpointConfig.localPath>``,
   ``AMZN_BRAKET_OUT_S3_BUCKET``, ``AMZN_BRAKET_TASK_RESULTS_S3_URI=s3://<bucket>/jobs/<job>/tasks``,
   ``AMZN_BRAKET_JOB_RESULTS_S3_PATH=<prefix>/<job>/output``; and the files it writes under
-  ``/opt/ml`` (``input/config/hyperparameters.json``, ``input/data/<channel>``, ``model``).
+  ``/opt/ml`` (``input/config/hyperparameters.json``, ``input/data/<channel>``, ``model``). It
+  reads ``checkpointConfig["localPath"]`` unconditionally: the SDK always sends a
+  ``checkpointConfig`` (``braket/jobs/config.py`` ``CheckpointConfig``, localPath
+  ``/opt/jobs/checkpoints``), so neither it nor the AWS containers (which never mention
+  checkpoints) say what a job created without one is given.
 - [sdk-env] Braket SDK ``braket/jobs/environment_variables.py``: what job code reads
   (``AMZN_BRAKET_JOB_NAME``, ``_DEVICE_ARN``, ``_INPUT_DIR``, ``_JOB_RESULTS_DIR``,
   ``_CHECKPOINT_DIR``, ``_HP_FILE``); ``braket/aws/aws_session.py`` reads ``AMZN_BRAKET_JOB_TOKEN``
-  and passes it as ``jobToken`` to CreateQuantumTask.
+  and passes it as ``jobToken`` to CreateQuantumTask. ``get_checkpoint_dir()`` falls back to the
+  working directory when ``AMZN_BRAKET_CHECKPOINT_DIR`` is unset.
 - [sdk-job] Braket SDK ``braket/aws/aws_quantum_job.py``: ``LOG_GROUP = "/aws/braket/jobs"``;
   ``_logs_prefix``: "jobs ARNs used to contain the job name ... now job ARNs use a UUID and a log
   prefix of ``job-name/UUID``"; ``queue_position()`` reads ``queueInfo.position`` and takes the
-  string ``"None"`` for no position; results are ``<s3Path>/output/model.tar.gz``.
+  string ``"None"`` for no position, and its docstring says a position over 15 reads ``">15"``
+  (the SDK passes the string on unchanged, so the service sends it); results are
+  ``<s3Path>/output/model.tar.gz``.
 - [model] botocore ``braket/2019-09-01/service-2.json``: ``GetJobResponse.failureReason`` is a
   ``String1024``; ``HybridJobQueueInfo`` (``queue``, ``position``, ``message``), ``QueueName``
   (``QUANTUM_TASKS_QUEUE``, ``JOBS_QUEUE``); ``JobArn`` pattern ``arn:aws[a-z\\-]*:braket:...:job/.*``;
@@ -82,7 +89,8 @@ ENVIRONMENT = (
     ENV_JOB_RESULTS_DIR, ENV_CHECKPOINT_DIR, ENV_HP_FILE, ENV_INPUT_DIR, ENV_OUT_S3_BUCKET,
     ENV_TASK_RESULTS_S3_URI, ENV_JOB_RESULTS_S3_PATH, ENV_JOB_TOKEN,
 )
-"""Every ``AMZN_BRAKET_*`` variable a job's container is given."""
+"""Every ``AMZN_BRAKET_*`` variable a job's container may be given (the script ones only in
+script mode, the checkpoint one only with a ``checkpointConfig``: :func:`container_environment`)."""
 
 DEFAULT_CHECKPOINT_PATH = "/opt/braket/checkpoints"
 """[model] ``JobCheckpointConfig.localPath``'s documented default."""
@@ -96,6 +104,8 @@ MAX_INSTANCES = 5
 JOBS_QUEUE = "JOBS_QUEUE"
 NO_POSITION = "None"
 """What ``queueInfo.position`` holds once a job is no longer queued ([sdk-job] compares to it)."""
+POSITION_SHOWN_UP_TO = 15
+"""Past this, ``queueInfo.position`` reads ``">15"`` ([sdk-job] ``queue_position`` docstring)."""
 AWS_JOB_IMAGE_REGISTRY = "292282985366"
 AWS_JOB_IMAGE_REPOSITORIES = ("amazon-braket-base-jobs", "amazon-braket-pytorch-jobs", "amazon-braket-tensorflow-jobs")
 
@@ -114,12 +124,22 @@ def log_stream_prefix(job_name: str, arn: str) -> str:
 def queue_info(status: str, position: int = 1) -> dict[str, str]:
     """GetJob's ``queueInfo`` when asked with ``additionalAttributeNames=["QueueInfo"]``.
 
-    The model's ``HybridJobQueueInfo`` requires ``queue`` and ``position``; once the job is not
-    QUEUED, ``position`` is ``"None"`` with a ``message`` ([sdk-job] ``queue_position`` docstring:
-    "Job is in COMPLETED status. AmazonBraket does not show queue position for this status.").
+    The model's ``HybridJobQueueInfo`` requires ``queue`` (``QueueName``: ``JOBS_QUEUE`` for a
+    hybrid job) and ``position`` (a string), ``message`` being optional. While the job is QUEUED,
+    ``position`` is its 1-based place in its device's queue, ``">15"`` past 15 ([sdk-job]
+    ``queue_position`` docstring: ``HybridJobQueueInfo(queue_position='2', message=None)``, and
+    ``'>15'`` for 18). Once it is not QUEUED, ``position`` is ``"None"`` with a ``message``
+    ([sdk-job]: "Job is in COMPLETED status. AmazonBraket does not show queue position for this
+    status."). Unconfirmed: whether AWS sends a ``message`` with a position (none here, as in the
+    SDK's example), and that the ``>15`` cap is applied by the service rather than described.
+
+    Args:
+        status: the job's ``JobPrimaryStatus``.
+        position: its rank among its device's QUEUED jobs (1: the next to leave).
     """
     if status == "QUEUED":
-        return {"queue": JOBS_QUEUE, "position": str(position)}
+        shown = str(position) if position <= POSITION_SHOWN_UP_TO else f">{POSITION_SHOWN_UP_TO}"
+        return {"queue": JOBS_QUEUE, "position": shown}
     return {
         "queue": JOBS_QUEUE,
         "position": NO_POSITION,
@@ -141,7 +161,7 @@ def container_environment(
     job_name: str,
     device: str,
     braket_root: str,
-    checkpoint_dir: str,
+    checkpoint_dir: str | None,
     output_s3_path: str,
     job_token: str,
     script_mode: dict | None,
@@ -152,7 +172,8 @@ def container_environment(
         job_name: ``jobName``.
         device: ``deviceConfig.device``.
         braket_root: where ``/opt/braket`` is for this host (it need not exist yet).
-        checkpoint_dir: the host path of ``checkpointConfig.localPath``.
+        checkpoint_dir: the host path of ``checkpointConfig.localPath`` (its default when the
+            config has none); None for a job without a ``checkpointConfig``.
         output_s3_path: ``outputDataConfig.s3Path``.
         job_token: the job's token, for ``jobToken`` on CreateQuantumTask.
         script_mode: ``algorithmSpecification.scriptModeConfig``, if any.
@@ -162,6 +183,13 @@ def container_environment(
     for a job without either is unconfirmed; setting them (to a file or directory that may not
     exist) is what the SDK's readers tolerate: ``get_hyperparameters`` opens the file only if the
     variable is set, so the emulator always writes the file.
+
+    ``AMZN_BRAKET_CHECKPOINT_DIR`` is set only for a job with a ``checkpointConfig``: [sdk-local]
+    sets it from ``checkpointConfig.localPath`` and [model] documents that path's default, but no
+    source says what a job without a ``checkpointConfig`` is given (unconfirmed). Leaving it unset
+    fails safe: a directory that nothing syncs to S3 would lose what a task saved there, while
+    [sdk-env]'s reader falls back to the working directory and byoc-executor's entry script then
+    offers the task no checkpoint directory at all.
     """
     bucket, prefix = split_s3_uri(output_s3_path)
     root = PurePosixPath(braket_root)
@@ -169,7 +197,6 @@ def container_environment(
         ENV_JOB_NAME: job_name,
         ENV_DEVICE_ARN: device,
         ENV_JOB_RESULTS_DIR: str(root / RESULTS_SUBDIR),
-        ENV_CHECKPOINT_DIR: checkpoint_dir,
         ENV_HP_FILE: str(root / HP_FILE_SUBPATH),
         ENV_INPUT_DIR: str(root / INPUT_DATA_SUBDIR),
         ENV_OUT_S3_BUCKET: bucket,
@@ -180,6 +207,8 @@ def container_environment(
         ENV_JOB_RESULTS_S3_PATH: f"{prefix}/output".lstrip("/"),
         ENV_JOB_TOKEN: job_token,
     }
+    if checkpoint_dir is not None:
+        env[ENV_CHECKPOINT_DIR] = checkpoint_dir
     if script_mode:
         env[ENV_SCRIPT_S3_URI] = script_mode["s3Uri"]
         env[ENV_SCRIPT_ENTRY_POINT] = script_mode["entryPoint"]

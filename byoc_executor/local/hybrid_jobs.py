@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from byoc_executor.local import braket_contract, devices, s3_uris, validation
-from byoc_executor.local.jobs import ACCOUNT_ID, ApiError, Ending, JobContext, JobRun, Launcher, Phase, now
+from byoc_executor.local.jobs import ACCOUNT_ID, ApiError, Ending, JobContext, JobRun, Launcher, Phase, instance_quota_problem, now
 from byoc_executor.local.launchers import ProcessLauncher
 from byoc_executor.local.registry import JobRegistry, paginate
 
@@ -138,11 +138,15 @@ class HybridJob(JobRun):
             # The emulator's choice when absent: GZIP, what every client here uploads (the
             # model documents no default; unconfirmed what the service sets).
             script.setdefault("compressionType", "GZIP")
+        # AMZN_BRAKET_CHECKPOINT_DIR only for a job with a checkpointConfig: what the service sets
+        # without one is unconfirmed (braket_contract.container_environment), and a directory
+        # that nothing syncs to S3 would lose whatever a task saved there.
+        checkpoints = str(tree / self._local_checkpoint_path().lstrip("/")) if self.checkpoint_uri() else None
         return braket_contract.container_environment(
             job_name=self.name,
             device=self.device,
             braket_root=str(tree / "opt" / "braket"),  # not there until the container links it to opt/ml
-            checkpoint_dir=str(tree / self._local_checkpoint_path().lstrip("/")),
+            checkpoint_dir=checkpoints,
             output_s3_path=self.request["outputDataConfig"]["s3Path"],
             job_token=self.job_token,
             script_mode=script or None,
@@ -200,8 +204,14 @@ class HybridJob(JobRun):
 
     # --- the API's shapes --------------------------------------------------------------------------
 
-    def describe(self, attributes: tuple[str, ...] = ()) -> dict[str, Any]:
-        """The GetJob response; ``attributes`` are its ``additionalAttributeNames`` (``QueueInfo``)."""
+    def describe(self, attributes: tuple[str, ...] = (), queue_position: int = 1) -> dict[str, Any]:
+        """The GetJob response; ``attributes`` are its ``additionalAttributeNames`` (``QueueInfo``).
+
+        Args:
+            attributes: ``additionalAttributeNames``.
+            queue_position: the job's place in its device's jobs queue while it is QUEUED
+                (``BraketApi.queue_position``); not shown once it has left the queue.
+        """
         with self.lock:
             r = self.request
             instance = {"instanceCount": 1, **r["instanceConfig"]}
@@ -224,7 +234,7 @@ class HybridJob(JobRun):
             if self.failure_reason:
                 response["failureReason"] = self.failure_reason
             if "QueueInfo" in attributes:
-                response["queueInfo"] = braket_contract.queue_info(self.status)
+                response["queueInfo"] = braket_contract.queue_info(self.status, queue_position)
             if self.started_at is not None:
                 response["startedAt"] = iso(self.started_at)
             if self.ended_at is not None and self.status in TERMINAL:
@@ -287,6 +297,13 @@ class BraketApi:
             why = refusal(body, self._context.launcher)
             if why is not None:
                 raise ApiError("ValidationException", f"Local mode cannot run this job: {why}. {LOCAL_MODE_RUNS}")
+            instances = body["instanceConfig"]
+            over = instance_quota_problem(
+                self._registry.all(SERVICE, region), instances["instanceType"], int(instances.get("instanceCount") or 1),
+                self._context.timing.instance_quota,
+            )
+            if over is not None:
+                raise ApiError("ServiceQuotaExceededException", over, 402)
             job = HybridJob(
                 name=name, arn=job_arn(region), region=region, request=body,
                 tree=self._registry.tree_for(SERVICE, name), context=self._context,
@@ -299,7 +316,7 @@ class BraketApi:
     def _find(self, job_arn_value: str, region: str | None = None) -> HybridJob:
         validation.validate_input(SERVICE, "GetJob", {"jobArn": job_arn_value})
         job = self._registry.by_arn(job_arn_value)
-        if job is None or job.service != SERVICE or (region is not None and job.region != region):
+        if job is None or job.service != SERVICE or (region is not None and job.region != region) or job.hidden():
             raise ApiError("ResourceNotFoundException", f"Job {job_arn_value} not found.", 404)
         return job  # type: ignore[return-value]
 
@@ -311,7 +328,27 @@ class BraketApi:
             ApiError: ResourceNotFoundException (also for another region's job).
         """
         validation.validate_input(SERVICE, "GetJob", {"jobArn": job_arn_value, "additionalAttributeNames": list(attributes)})
-        return self._find(job_arn_value, region).describe(tuple(attributes))
+        job = self._find(job_arn_value, region)
+        position = self.queue_position(job) if "QueueInfo" in attributes else 1
+        return job.describe(tuple(attributes), position)
+
+    def queue_position(self, job: HybridJob) -> int:
+        """``job``'s place in the jobs queue: its rank among the QUEUED jobs of the same device in
+        the same region, oldest first (1: the next to leave).
+
+        Sources: the model's ``HybridJobQueueInfo.position`` ("Current position of the hybrid job
+        in the jobs queue") and ``DeviceQueueInfo`` ("hybrid jobs ... in the queue for a given
+        device"); the Braket developer guide ("When will my quantum task run?", Queue visibility):
+        the hybrid jobs queue depth is "the total number of hybrid jobs currently queued on a
+        device", and quantum tasks are processed in the order they are received. Unconfirmed, the
+        emulator's reading: that jobs are ranked in creation order too, and per region (a
+        ``local:`` simulator device has no AWS queue; its jobs are ranked the same way here).
+        AWS's queue also holds other accounts' jobs, which local mode has none of. A job that is
+        no longer QUEUED gets 1 (its queueInfo shows no position then).
+        """
+        jobs: list[HybridJob] = self._registry.all(SERVICE, job.region)  # type: ignore[assignment]
+        queued = [j for j in jobs if j.status == "QUEUED" and j.device == job.device]  # in creation order
+        return next((rank for rank, j in enumerate(queued, start=1) if j is job), 1)
 
     def cancel_job(self, job_arn_value: str, region: str | None = None) -> dict:
         """CancelJob: a running job goes CANCELLING, then CANCELLED once its process is gone.

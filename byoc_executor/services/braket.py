@@ -66,6 +66,9 @@ def create_job_request(settings: Settings, staged: StagedTask, source_sha256: st
         request["tags"] = dict(staged.job_tags)
     if settings.checkpoint_s3_uri:
         request["checkpointConfig"] = {"s3Uri": settings.checkpoint_s3_uri}
+        # Tells the entry script the job has one: unconfirmed whether Braket sets
+        # AMZN_BRAKET_CHECKPOINT_DIR without it, so the variable alone is not trusted.
+        hp[contract.HP_CHECKPOINTS] = "true"
     if settings.kms_key_id:
         request["outputDataConfig"]["kmsKeyId"] = settings.kms_key_id
     if settings.reservation_arn:

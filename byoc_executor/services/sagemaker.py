@@ -66,7 +66,10 @@ def create_training_job_request(settings: Settings, staged: StagedTask) -> dict[
         request["EnableManagedSpotTraining"] = True
         request["StoppingCondition"]["MaxWaitTimeInSeconds"] = settings.spot_max_wait
     if settings.checkpoint_s3_uri:
+        # LocalPath left to its default (/opt/ml/checkpoints), where the entry script looks. The
+        # container is not told that the job has a CheckpointConfig: the hyperparameter says so.
         request["CheckpointConfig"] = {"S3Uri": settings.checkpoint_s3_uri}
+        request["HyperParameters"][contract.HP_CHECKPOINTS] = "true"
     if settings.keep_alive_period:
         request["ResourceConfig"]["KeepAlivePeriodInSeconds"] = settings.keep_alive_period
     if settings.subnets:
