@@ -106,14 +106,75 @@ def test_where_they_differ_failure_reason_form():
     assert len(sagemaker_contract.failure_reason("x" * 5000, 1)) == 1024
 
 
-def test_where_they_differ_s3_uri_forms():
-    """Differ: both models' S3 patterns allow https:// S3 URLs; the client's settings accept them
-    too now (settings.S3_URI), the entry script's Braket source download reads s3:// only (the
-    client always sends s3://)."""
-    assert s3_uris.parse("https://bkt.s3.us-west-2.amazonaws.com/k/x") == ("bkt", "k/x")
-    assert s3_uris.parse("https://s3.us-west-2.amazonaws.com/bkt/k") == ("bkt", "k")
-    assert s3_uris.parse("s3://bkt/k") == ("bkt", "k")
-    assert s3_uris.parse("https://example.com/b/k") is None
+def _entry_script_reads(uri: str) -> tuple[str, str] | None:
+    try:
+        return byoc_entry._split_s3_uri(uri)
+    except byoc_entry.ContractError:
+        return None
+
+
+# Both readings of the S3 locations botocore's ``S3Path``/``S3Uri`` pattern admits: the entry script's
+# (the Braket source it downloads, AMZN_BRAKET_SCRIPT_S3_URI) and the emulator's (s3_uris.py).
+S3_URIS_BOTH_READ = {
+    "s3://bkt/k/x.tar.gz": ("bkt", "k/x.tar.gz"),
+    "s3://bkt//k": ("bkt", "/k"),
+    "https://bkt.s3.us-west-2.amazonaws.com/k/x": ("bkt", "k/x"),  # virtual-hosted
+    "https://bkt.s3-us-west-2.amazonaws.com/k": ("bkt", "k"),  # virtual-hosted, legacy dash-region
+    "https://bkt.s3.amazonaws.com/k": ("bkt", "k"),  # virtual-hosted, global endpoint
+    "https://my.bkt.s3.us-west-2.amazonaws.com/k": ("my.bkt", "k"),  # a bucket name with dots
+    "https://bkt.s3.dualstack.us-east-1.amazonaws.com/k": ("bkt", "k"),
+    "https://s3.us-west-2.amazonaws.com/bkt/k/x": ("bkt", "k/x"),  # path-style
+    "https://s3-us-west-2.amazonaws.com/bkt/k": ("bkt", "k"),
+    "https://s3.amazonaws.com/bkt/k": ("bkt", "k"),
+}
+S3_URIS_NEITHER_READS = ["https://example.com/b/k", "http://bkt.s3.amazonaws.com/k", "gs://b/k", "bkt/k", ""]
+# (entry script's answer, emulator's answer): None = refused.
+S3_URIS_READ_DIFFERENTLY = {
+    # No key: the entry script downloads one object and needs its key; a location (an output path)
+    # may be a bucket's root for the emulator.
+    "s3://bkt": (None, ("bkt", "")),
+    "s3://bkt/": (None, ("bkt", "")),
+    "https://bkt.s3.amazonaws.com/": (None, ("bkt", "")),
+    "https://s3.us-west-2.amazonaws.com/bkt": (None, ("bkt", "")),
+    "s3://bkt/k\nx": (None, ("bkt", "k\nx")),  # a newline in the key: the entry script's . stops at it
+    # China's endpoints (amazonaws.com.cn): the entry script reads them; the emulator's sources
+    # (the S3 user guide's endpoints) do not name them, and it refuses what it could not find.
+    "https://bkt.s3.cn-north-1.amazonaws.com.cn/k": (("bkt", "k"), None),
+    "https://s3.cn-north-1.amazonaws.com.cn/bkt/k": (("bkt", "k"), None),
+    # The emulator checks S3's bucket naming rules and the endpoint's host name; the entry script
+    # takes any bucket, and any host ending in amazonaws.com after ".s3." or ".s3-" (boto3 then asks S3
+    # for that bucket, so the host it was named with is not used).
+    "s3://Bad_Bucket/k": (("Bad_Bucket", "k"), None),
+    "https://bkt.s3.evil.com-amazonaws.com/k": (("bkt", "k"), None),
+}
+
+
+def test_s3_uri_forms_both_readings():
+    """Agree: s3://, virtual-hosted and path-style https S3 URLs read as the same (bucket, key) by the
+    entry script's ``_split_s3_uri`` and the emulator's ``s3_uris.parse``; neither reads what is no
+    S3 location. Differ: exactly the cases of S3_URIS_READ_DIFFERENTLY, none of them a form the client
+    sends (it sends s3://<bucket>/<key>)."""
+    for uri, expected in S3_URIS_BOTH_READ.items():
+        assert (_entry_script_reads(uri), s3_uris.parse(uri)) == (expected, expected), uri
+    for uri in S3_URIS_NEITHER_READS:
+        assert (_entry_script_reads(uri), s3_uris.parse(uri)) == (None, None), uri
+    for uri, (entry_script, emulator) in S3_URIS_READ_DIFFERENTLY.items():
+        assert (_entry_script_reads(uri), s3_uris.parse(uri)) == (entry_script, emulator), uri
+
+
+def test_volume_kms_key_both_readings():
+    """Agree: over every instance type the SageMaker model enumerates, the client's reading of which
+    have local instance storage (settings.has_instance_storage: no VolumeKmsKeyId is sent) and the
+    emulator's (sagemaker_contract.has_instance_storage: a VolumeKmsKeyId is refused) are the same.
+    Differ: a key ARN whose key part is not a key id the client sends, the emulator refuses."""
+    from byoc_executor import settings
+
+    for instance_type in sorted(settings.instance_types("sagemaker")):
+        assert settings.has_instance_storage(instance_type) == sagemaker_contract.has_instance_storage(instance_type), instance_type
+    assert sagemaker_contract.has_instance_storage("ml.g5.xlarge") and not sagemaker_contract.has_instance_storage("ml.m5.large")
+    odd = "arn:aws:kms:us-east-1:123456789012:key/not-a-key-id"
+    assert settings.Settings(service="sagemaker", instance_type="ml.m5.large", kms_key_id=odd)._kms_problems() == []
+    assert sagemaker_contract.volume_kms_key_problem("ml.m5.large", odd) is not None
 
 
 def test_job_arns_and_log_prefixes():

@@ -201,11 +201,13 @@ async def test_a_job_deleted_behind_the_executors_back_ends_the_node_clearly(
 async def test_not_found_right_after_create_is_waited_out(emulator: Emulator, service: str) -> None:
     """The job APIs are eventually consistent: a job may be "not found" for a moment after create."""
     created: dict[str, float] = {}
+    served = {"not found": 0}
 
     def hook(call):
         if call.operation in ("CreateJob", "CreateTrainingJob"):
             created["at"] = time.monotonic()
         if call.operation == DESCRIBE[service] and time.monotonic() - created.get("at", 0.0) < 3.0:
+            served["not found"] += 1
             return not_found(service)
         return None
 
@@ -214,6 +216,7 @@ async def test_not_found_right_after_create_is_waited_out(emulator: Emulator, se
         value, _, stderr, status, _ = await execute(executor(emulator, service), nap_then_square, 3, 1.0)
     finally:
         emulator.request_hooks.remove(hook)
+    assert served["not found"] >= 1, "the executor never asked within the window: nothing was waited out"
     assert status == RESULT_STATUS.COMPLETED, stderr
     assert value == 9
 
@@ -239,3 +242,35 @@ async def test_a_job_queued_past_queue_timeout_is_cancelled_naming_the_setting(s
     while job_status(slow_queue, name) not in ("CANCELLED", "Stopped"):
         assert time.monotonic() < deadline, job_status(slow_queue, name)
         await asyncio.sleep(0.2)
+
+
+# --- SageMaker's stop: "already ended" and "no such job" are one error code --------------------------------------
+
+
+async def test_sagemaker_stop_of_an_ended_job_is_quiet_and_of_an_unknown_one_is_not_found(emulator: Emulator) -> None:
+    """StopTrainingJob answers ValidationException both for a job that already ended and for a name
+    that does not exist (services/sagemaker.py describes the job to tell them apart)."""
+    from byoc_executor import pipeline
+
+    ex = executor(emulator, "sagemaker")
+    value, _, stderr, status, listener = await execute(ex, nap_then_square, 4, 0.0)
+    assert (status, value) == (RESULT_STATUS.COMPLETED, 16), stderr
+    name = listener.job_handles[0]["job_name"]
+    assert job_status(emulator, name) == "Completed"
+    unknown = "cov-no-such-job-0123456789"
+    for job in (name, unknown):  # the premise: one answer for both
+        with pytest.raises(botocore.exceptions.ClientError) as answer:
+            emulator_client(emulator, "sagemaker").stop_training_job(TrainingJobName=job)
+        assert answer.value.response["Error"]["Code"] == "ValidationException"
+    try:
+        with Calls(emulator) as calls:
+            jobs = await pipeline.service_for(ex.settings())
+            await jobs.cancel(name)  # returns quietly: the job ended before the stop
+            assert (calls.count("StopTrainingJob"), calls.count("DescribeTrainingJob")) == (1, 1)
+            with pytest.raises(ResourceNotFoundError) as err:
+                await jobs.cancel(unknown)
+            assert err.value.operation == "DescribeTrainingJob" and err.value.resource == unknown
+            assert (calls.count("StopTrainingJob"), calls.count("DescribeTrainingJob")) == (2, 2)
+    finally:
+        await aws.close_clients()
+    assert job_status(emulator, name) == "Completed"  # the stop changed nothing

@@ -7,6 +7,7 @@ name of byoc-executor's is used.
 from __future__ import annotations
 
 import io
+import sys
 import tarfile
 import uuid
 
@@ -16,6 +17,7 @@ import pytest
 from botocore.exceptions import ClientError, WaiterError
 
 from byoc_executor.local import Emulator
+from byoc_executor.local.launchers import ProcessLauncher
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -236,3 +238,59 @@ def test_a_plain_text_500_becomes_an_aws_shaped_error():
     assert json.loads(answer.get_data())["__type"] == "InternalFailure"
     answer = Client(wire.conform(broken, "braket")).get("/job/x")
     assert answer.headers["x-amzn-ErrorType"] == "InternalFailure"
+
+
+# --- ResourceConfig.VolumeKmsKeyId (the model's documentation: no key with local storage; key id or ARN only) ---
+
+KEY_ARN = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
+
+def training_job(instance_type: str, volume_key: str) -> dict:
+    return dict(
+        TrainingJobName=f"w-{uuid.uuid4().hex[:10]}", RoleArn=ROLE,
+        AlgorithmSpecification={"TrainingImage": OTHER_IMAGE, "TrainingInputMode": "File"},
+        OutputDataConfig={"S3OutputPath": f"s3://{BUCKET}/out", "KmsKeyId": "alias/outputs"},  # an alias is fine here
+        ResourceConfig={"InstanceType": instance_type, "InstanceCount": 1, "VolumeSizeInGB": 10, "VolumeKmsKeyId": volume_key},
+        StoppingCondition={"MaxRuntimeInSeconds": 60},
+    )
+
+
+@pytest.mark.parametrize(
+    ("instance_type", "volume_key", "why"),
+    [
+        ("ml.g5.xlarge", KEY_ARN, "ml.g5.xlarge has local instance storage"),  # NVMe: the instance's hardware encrypts it
+        ("ml.r5d.large", "1234abcd-12ab-34cd-56ef-1234567890ab", "ml.r5d.large has local instance storage"),  # the d letter
+        ("ml.m5.large", "alias/volumes", "a KMS key id or a KMS key ARN"),
+        ("ml.m5.large", "arn:aws:kms:us-east-1:123456789012:alias/volumes", "a KMS key id or a KMS key ARN"),
+    ],
+)
+def test_sagemaker_refuses_a_volume_key_the_model_documents_as_refused(emulator, instance_type: str, volume_key: str, why: str):
+    sagemaker = aws(emulator, "sagemaker")
+    request = training_job(instance_type, volume_key)
+    with pytest.raises(ClientError) as info:
+        sagemaker.create_training_job(**request)
+    error = info.value.response["Error"]
+    assert error["Code"] == "ValidationException"
+    assert "resourceConfig.volumeKmsKeyId" in error["Message"] and why in error["Message"], error["Message"]
+    assert "Local mode cannot run" not in error["Message"]  # refused for the key, before the image is considered
+    assert sagemaker.list_training_jobs(NameContains=request["TrainingJobName"])["TrainingJobSummaries"] == []
+
+
+class ExitsZero(ProcessLauncher):
+    """An image whose ``train`` exits 0 at once: any training job runs, as a plain process."""
+
+    train_command = [sys.executable, "-c", "pass"]
+
+
+def test_sagemaker_accepts_a_key_arn_for_an_instance_type_without_local_storage(tmp_path):
+    with Emulator(root=tmp_path, launcher=ExitsZero(), phase_delay=0.05, kill_grace=1.0) as em:
+        aws(em, "s3").create_bucket(Bucket=BUCKET)
+        sagemaker = aws(em, "sagemaker")
+        for key in (KEY_ARN, "1234abcd-12ab-34cd-56ef-1234567890ab", "mrk-1234abcd12ab34cd56ef1234567890ab"):
+            request = training_job("ml.m5.large", key)
+            sagemaker.create_training_job(**request)
+            sagemaker.get_waiter("training_job_completed_or_stopped").wait(
+                TrainingJobName=request["TrainingJobName"], WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+            job = sagemaker.describe_training_job(TrainingJobName=request["TrainingJobName"])
+            assert job["TrainingJobStatus"] == "Completed", job.get("FailureReason")
+            assert job["ResourceConfig"]["VolumeKmsKeyId"] == key

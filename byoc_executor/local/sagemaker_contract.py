@@ -32,10 +32,29 @@ Sources:
   beyond these is unconfirmed here).
 - [logs] SageMaker developer guide, "Log Amazon SageMaker Events with Amazon CloudWatch": log
   group ``/aws/sagemaker/TrainingJobs``, streams ``<job>/algo-<n>-<epoch seconds>``.
+- [model-volume-kms] botocore ``sagemaker/2017-07-24`` ``ResourceConfig.VolumeKmsKeyId``: "You can't
+  request a VolumeKmsKeyId when using an instance type with local storage" (local storage volumes
+  are encrypted by a hardware module on the instance), and the key "can be in any of the following
+  formats": a KMS key id or a KMS key ARN (``OutputDataConfig.KmsKeyId`` lists aliases as well;
+  this one does not). The shape itself (``KmsKeyId``) is only ``[a-zA-Z0-9:/_-]*``, so the rule is
+  in the documentation, not in what botocore validates. ``ResourceConfig.VolumeSizeInGB`` names
+  ``ml.p4d``, ``ml.g4dn`` and ``ml.g5`` as families with NVMe instance storage, ``ml.c5`` and
+  ``ml.p2`` as EBS-only.
+- [ec2-store] EC2 user guide, "Instance store volume limits for EC2 instances"
+  (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/instance-store-volumes.html), which the
+  model's note points to, and the instance type specifications
+  (https://docs.aws.amazon.com/ec2/latest/instancetypes/ac.html, ``gp.html``, ``co.html``,
+  ``mo.html``): which families have instance store volumes; "Amazon EC2 instance type naming
+  conventions" (https://docs.aws.amazon.com/ec2/latest/instancetypes/instance-type-names.html):
+  the ``d`` capability letter means instance store volumes (m5d, r5d, c6id, ...).
+- [kms-ids] AWS KMS developer guide, "Key identifiers (KeyId)": a key id is a UUID, or ``mrk-``
+  and 32 hex digits for a multi-Region key; a key ARN is
+  ``arn:<partition>:kms:<region>:<account>:key/<key id>``.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import PurePosixPath
 
 BASE_DIR_ENV = "SAGEMAKER_BASE_DIR"
@@ -75,3 +94,43 @@ def failure_reason(failure_text: str | None, exit_code: int) -> str:
     text = (failure_text or "").strip()
     reason = f"AlgorithmError: {text}, exit code: {exit_code}" if text else f"AlgorithmError: , exit code: {exit_code}"
     return reason[:FAILURE_REASON_LIMIT]
+
+
+INSTANCE_STORE_FAMILIES = frozenset({
+    "g4dn", "g5", "g6", "g6e",  # [model-volume-kms] names g4dn and g5; [ec2-store] lists NVMe for each
+    "p3dn", "p4d", "p4de", "p5", "p5e", "p5en",  # [model-volume-kms] names p4d; [ec2-store]
+    "p6-b200", "p6-b300", "p6e-gb200",  # [ec2-store] lists NVMe instance store for P6-B200; for the other two, unconfirmed
+    "trn1", "trn1n", "trn2",  # [ec2-store]
+})
+"""The ``ml.<family>`` families of the model's ``TrainingInstanceType`` enum with local instance
+storage, besides those the ``d`` letter names ([ec2-store]). The other families of the enum
+(c4 ... c8i-flex, m4 ... m8i-flex, r5 ... r8i-flex, p2, p3, t3) are EBS-only in [ec2-store]. ml.g7
+and ml.g7e are not listed: whether they have instance storage is unconfirmed here, so the emulator
+accepts a key for them (AWS, should it disagree, refuses the request at once, at no cost)."""
+_D_CAPABILITY = re.compile(r"[a-z]+\d+[a-z]*d")  # [ec2-store] naming: m5d, r5d, c6id, m6id, ...
+_KMS_KEY_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|mrk-[0-9a-f]{32}")
+_KMS_KEY_ARN = re.compile(r"arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/(?:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|mrk-[0-9a-f]{32})")
+
+
+def has_instance_storage(instance_type: str) -> bool:
+    """Whether ``ml.<family>.<size>`` has local instance storage ([model-volume-kms], [ec2-store])."""
+    parts = instance_type.split(".")
+    family = parts[1] if len(parts) >= 3 and parts[0] == "ml" else ""
+    return family in INSTANCE_STORE_FAMILIES or bool(_D_CAPABILITY.fullmatch(family))
+
+
+def volume_kms_key_problem(instance_type: str, key: str) -> str | None:
+    """Why SageMaker refuses ``ResourceConfig.VolumeKmsKeyId`` = ``key`` on ``instance_type`` (None: it does not).
+
+    The rule is [model-volume-kms]'s; the wording of SageMaker's message is unconfirmed (no AWS
+    source quotes it), so the message says what is wrong in the emulator's own words.
+    """
+    where = f"Value '{key}' at 'resourceConfig.volumeKmsKeyId' failed to satisfy constraint"
+    if has_instance_storage(instance_type):
+        return (
+            f"{where}: {instance_type} has local instance storage, which a hardware module on the instance "
+            "encrypts: a VolumeKmsKeyId cannot be requested for it (give the key in OutputDataConfig.KmsKeyId only)"
+        )
+    if not (_KMS_KEY_ID.fullmatch(key) or _KMS_KEY_ARN.fullmatch(key)):
+        return f"{where}: Member must be a KMS key id or a KMS key ARN (an alias or an alias ARN is not accepted here)"
+    return None

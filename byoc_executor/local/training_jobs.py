@@ -18,7 +18,7 @@ from typing import Any
 
 from byoc_executor.local import sagemaker_contract, validation, warm_pools
 from byoc_executor.local.hosts import HostProcess
-from byoc_executor.local.jobs import ACCOUNT_ID, ApiError, Ending, JobContext, JobRun, Launcher, Phase, now
+from byoc_executor.local.jobs import ACCOUNT_ID, ApiError, Ending, JobContext, JobRun, Launcher, Phase, instance_quota_problem, now
 from byoc_executor.local.registry import JobRegistry, paginate
 
 SERVICE = "sagemaker"
@@ -138,11 +138,17 @@ class TrainingJob(JobRun):
         return (self.request.get("AlgorithmSpecification") or {}).get("TrainingImage")
 
     def host_failure(self, host: HostProcess, several: bool) -> str:
-        """``AlgorithmError: <failure file>, exit code: <n>`` (``sagemaker_contract.failure_reason``)."""
-        text = host.failure_text(self.failure_reason_limit)
-        if text is None:
-            return host.failure_reason(several, self.failure_reason_limit)
-        return sagemaker_contract.failure_reason(text, host.code if host.code is not None else -1)
+        """``AlgorithmError: <failure file>, exit code: <n>`` (``sagemaker_contract.failure_reason``).
+
+        Without a failure file the reason carries no text at all (``AlgorithmError: , exit code:
+        1``, as users report it): the process's last lines are in CloudWatch only, which is why the
+        client must read its logs after the end. A signal is reported as a container runtime does
+        (128 + the signal's number: 137 for SIGKILL).
+        """
+        code = host.code if host.code is not None else -1
+        if code < 0:
+            code = 128 - code
+        return sagemaker_contract.failure_reason(host.failure_text(self.failure_reason_limit), code)
 
     # --- the vocabulary ----------------------------------------------------------------------------
 
@@ -240,7 +246,7 @@ class TrainingJob(JobRun):
                         response["BillableTimeInSeconds"] = max(1, int(seconds * SPOT_BILLABLE_SHARE))
                     else:
                         response["BillableTimeInSeconds"] = seconds
-            pool = warm_pools.status(self, now())
+            pool = warm_pools.status(self, now(), self.context.timing.time_scale)
             if pool is not None:
                 response["WarmPoolStatus"] = pool
             return response
@@ -255,6 +261,24 @@ class TrainingJob(JobRun):
         keys = ("TrainingJobName", "TrainingJobArn", "CreationTime", "TrainingEndTime", "LastModifiedTime",
                 "TrainingJobStatus", "SecondaryStatus")
         return {k: full[k] for k in keys if k in full}
+
+    def usage(self) -> dict[str, Any]:
+        """:meth:`JobRun.usage`, with the warm pool's retained time (billed [sm-warm-pools]), in AWS
+        seconds: ``retained`` so far, and ``committed``: what it will have cost if nothing reuses it."""
+        report = super().usage()
+        pool = warm_pools.status(self, now(), self.context.timing.time_scale)
+        if pool is not None and "ResourceRetainedBillableTimeInSeconds" in pool:
+            scale, count, keep = self.context.timing.time_scale, self.instance_count(), warm_pools.keep_alive(self.request)
+            assert self.ended_at is not None
+            until = self.warm_pool_reused_at if pool["Status"] == "Reused" else min(now(), self.ended_at + keep / scale)
+            retained = (until - self.ended_at) * scale  # (the API's figure is whole wall seconds)
+            committed = keep if pool["Status"] == "Available" else retained
+            report["warm_pool"] = {
+                "status": pool["Status"],
+                "retained_instance_seconds": retained * count,
+                "committed_instance_seconds": committed * count,
+            }
+        return report
 
     def admin_view(self) -> dict[str, Any]:
         with self.lock:
@@ -291,11 +315,18 @@ class SageMakerApi:
                     "Training job names must be unique within an AWS account and region, and a training job "
                     f"with this name already exists ({existing.arn})",
                 )
+            resources = body["ResourceConfig"]
+            over = instance_quota_problem(
+                self._registry.all(SERVICE, region), resources["InstanceType"], int(resources.get("InstanceCount") or 1),
+                self._context.timing.instance_quota,
+            )
+            if over is not None:
+                raise ApiError("ResourceLimitExceeded", over)
             job = TrainingJob(
                 name=name, arn=training_job_arn(region, name), region=region, request=body,
                 tree=self._registry.tree_for(SERVICE, name), context=self._context,
             )
-            pool = warm_pools.find_available(self._registry.all(SERVICE, region), body, now())
+            pool = warm_pools.find_available(self._registry.all(SERVICE, region), body, now(), self._context.timing.time_scale)
             if pool is not None:
                 with pool.lock:
                     pool.warm_pool_reused_by, pool.warm_pool_reused_at = name, now()
@@ -308,7 +339,7 @@ class SageMakerApi:
     def _find(self, operation: str, body: dict, region: str | None = None) -> TrainingJob:
         validation.validate_input(SERVICE, operation, body)
         job = self._registry.get(SERVICE, body["TrainingJobName"], region)
-        if job is None:
+        if job is None or job.hidden():
             raise ApiError("ValidationException", NOT_FOUND)
         return job  # type: ignore[return-value]
 
@@ -436,6 +467,12 @@ def _semantic_problems(body: dict) -> list[str]:
     for member, shown in (("InstanceCount", "instanceCount"), ("VolumeSizeInGB", "volumeSizeInGB")):
         if isinstance(resources.get(member), int) and resources[member] < 1:
             problems.append(f"Value '{resources[member]}' at 'resourceConfig.{shown}' failed to satisfy constraint: Member must have value greater than or equal to 1")
+    if resources.get("VolumeKmsKeyId") and resources.get("InstanceType"):
+        # The model documents this rule but its shape does not carry it (sagemaker_contract.py
+        # [model-volume-kms]); SageMaker's exact message for it is unconfirmed.
+        why = sagemaker_contract.volume_kms_key_problem(resources["InstanceType"], resources["VolumeKmsKeyId"])
+        if why is not None:
+            problems.append(why)
     stopping = body.get("StoppingCondition") or {}
     if stopping.get("MaxRuntimeInSeconds") is None:
         problems.append("Value null at 'stoppingCondition.maxRuntimeInSeconds' failed to satisfy constraint: Member must not be null")
