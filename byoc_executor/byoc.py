@@ -270,11 +270,13 @@ class BYOCExecutor(AsyncBaseExecutor):
             await pipeline.discard(encoded)
             managed.forget(dispatch_id, group_id)
         try:
-            stop.submitted(job.job_id)  # a stop that came meanwhile ends the group now
+            stop.submitted(job.job_id)
         except asyncio.CancelledError:
-            await pipeline.cancel_at_exit(job, lambda line: None)
-            stop.close()
-            raise stop.cancelled(job.job_id) from None
+            # The server is stopping. poll(), which Covalent calls next, cancels the job (or keeps
+            # it) and says so on the nodes' stderr: a TaskCancelledError raised here would end the
+            # nodes CANCELLED with no word of their job (runner_ng records no stderr for send()).
+            pass
+        stop.interruptible = False  # Covalent's own code runs until poll(), which checks the stop first
         self._record_handle(job.handle)
         return {"mode": "job", "job": job, "nodes": [t["node_id"] for t in tasks]}
 
@@ -292,7 +294,13 @@ class BYOCExecutor(AsyncBaseExecutor):
         logs = pipeline.log_follower(job)
         stop = self.__dict__.get("_byoc_stop") or server_stop.electron_started(self)
         try:
-            status = await pipeline.follow(job, node, logs)
+            if stop.stopping:  # the server's stop came between send() and poll()
+                raise asyncio.CancelledError("the Covalent server is stopping")
+            stop.interruptible = True
+            try:
+                status = await pipeline.follow(job, node, logs)
+            finally:
+                stop.interruptible = False  # the job has ended: collecting its value is not interrupted
         except asyncio.CancelledError:
             await pipeline.cancel_at_exit(job, lines.append)
             if stop.stopping:
@@ -300,6 +308,8 @@ class BYOCExecutor(AsyncBaseExecutor):
                     lines.append(f"byoc executor: the Covalent server stopped; job {job.job_id} keeps running (on_server_exit = keep): "
                                  f"collect its value with `byoc-executor result {job.staged.job_name}`\n")
                 self._note_cancelled(task_group_metadata, lines)
+                # Covalent records the nodes in another task, through receive(): the server waits for it.
+                stop.stop.hold_until_received((task_group_metadata["dispatch_id"], task_group_metadata["task_group_id"]))
                 raise stop.cancelled(job.job_id) from None  # Covalent ends the group's nodes CANCELLED
             raise
         except Cancelled as e:
@@ -324,6 +334,7 @@ class BYOCExecutor(AsyncBaseExecutor):
         dispatch_id, group_id = task_group_metadata["dispatch_id"], task_group_metadata["task_group_id"]
         node_ids = list(task_group_metadata["node_ids"])
         if data is None:
+            server_stop.received((dispatch_id, group_id))  # a stopping server waits for this task to record them
             return await asyncio.to_thread(managed.cancelled_updates, dispatch_id, group_id, node_ids)
         if data["mode"] == "server":
             return await asyncio.to_thread(managed.task_updates, dispatch_id, group_id, node_ids, data["outcomes"])

@@ -212,17 +212,24 @@ async def cancel_at_exit(job: Job, say: Callable[[str], None]) -> None:
 
     Shielded, so that the request is sent and answered before the task lets the loop close.
     """
+    label = job_label(job.staged.job_name, job.job_id)
     if job.settings.on_server_exit == "keep":
         log.warning("the Covalent server is stopping; job %s keeps running (on_server_exit = keep): "
-                    "collect its value with `byoc-executor result %s`", job.job_id, job.staged.job_name)
+                    "collect its value with `byoc-executor result %s`", label, job.job_id)
         return
     try:
         await asyncio.shield(asyncio.wait_for(job.service.cancel(job.job_id), EXIT_CANCEL_TIMEOUT))
-        log.warning("the Covalent server is stopping: job %s was cancelled (on_server_exit = cancel)", job.job_id)
-        say(f"byoc executor: the Covalent server stopped; {job.settings.service} job {job.job_id} was cancelled\n")
+        log.warning("the Covalent server is stopping: job %s was cancelled (on_server_exit = cancel)", label)
+        say(f"byoc executor: the Covalent server stopped; {job.settings.service} job {label} was cancelled\n")
     except (BYOCError, BotoCoreError, OSError, asyncio.TimeoutError, asyncio.CancelledError) as e:
         log.error("the Covalent server is stopping and job %s could not be cancelled (%s): stop it yourself "
-                  "(`byoc-executor cancel %s`)", job.job_id, e, job.staged.job_name)
+                  "(`byoc-executor cancel %s`)", label, e, job.job_id)
+
+
+def job_label(name: str, job_id: str) -> str:
+    """How log lines name a job: its name, and its ARN when that is its id (a Braket ARN ends in a
+    UUID, so the name a user sees in the console and in tags is not in it)."""
+    return name if not job_id or job_id == name else f"{name} ({job_id})"
 
 
 async def abandon(job: Job) -> str:

@@ -25,6 +25,13 @@ is sent and answered, and Covalent has recorded the node, before the process goe
 has not submitted its job yet is stopped as soon as it has (``ElectronGuard.submitted``), so no job
 is created behind the stop. ``EXIT_WAIT`` bounds it all.
 
+A task group (Covalent's managed execution, which 0.240 uses for every BYOC node) runs Covalent's own
+code between ``send()`` and ``poll()``; a cancel there would end the task inside Covalent with nobody
+to cancel the job (seen under load: the job left running). So the stop cancels the task only while
+it follows the job (``ElectronGuard.interruptible``); otherwise ``poll()`` sees the stop before it
+follows, cancels the job and notes why. Covalent records the nodes in another task, through
+``receive()``: the server is held until that task has run (``hold_until_received``).
+
 Outside uvicorn (tests calling ``execute()``, other hosts) nothing is installed: the
 ``CancelledError`` path of ``run()`` is then all there is.
 
@@ -54,6 +61,9 @@ EXIT_WAIT = 40.0
 """Seconds after an exit signal that the electrons are waited for; past it the ones still busy
 (an upload that has not finished) are cancelled, and 5 s later uvicorn is let go regardless."""
 EXIT_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # uvicorn's HANDLED_SIGNALS on POSIX
+BRIDGE_WAIT = 10.0
+"""Seconds a stopping server is held between a task group's ``poll()`` ending and Covalent's task
+that records its nodes calling ``receive()`` (normally the next turns of the loop)."""
 
 
 class ServerStop:
@@ -67,6 +77,7 @@ class ServerStop:
         self.uvicorn: Any = None
         """The uvicorn ``Server`` this loop runs, if any (found through its signal handler)."""
         self._held: set[asyncio.Task] = set()
+        self._bridges: dict[Any, asyncio.Event] = {}
         self._install()
 
     def _install(self) -> None:
@@ -112,6 +123,38 @@ class ServerStop:
         task.add_done_callback(tasks.discard)
         task.add_done_callback(self._held.discard)
 
+    def hold_until_received(self, key: Any) -> None:
+        """A task group's ``poll()`` ends because the server stops: hold uvicorn until Covalent's
+        task that records the group's nodes has called ``receive()`` (``received(key)``).
+
+        Covalent (``runner_ng``) records them in another task: ``poll()`` raising puts a READY event
+        on a queue, whose listener starts a task that calls ``receive()`` and writes the database.
+        Between the held ``poll()`` task ending and that task starting, uvicorn may find nothing
+        to wait for and exit, SIGTERM then killing the process before the nodes' notes are written
+        (seen under load: the node CANCELLED by Covalent's own shutdown, with no stderr).
+        """
+        if self.uvicorn is None:
+            return
+        event = self._bridges[key] = asyncio.Event()
+
+        async def bridge() -> None:
+            try:
+                await asyncio.wait_for(event.wait(), BRIDGE_WAIT)
+            except asyncio.TimeoutError:
+                log.warning("the Covalent server is stopping and did not record task group %s within %.0f s", key, BRIDGE_WAIT)
+
+        self.hold(self.loop.create_task(bridge()))
+
+    def received(self, key: Any) -> None:
+        """Covalent's recording task for ``key`` has begun: hold it (until its nodes are written),
+        then let the bridge go."""
+        event = self._bridges.pop(key, None)
+        task = asyncio.current_task()
+        if task is not None:
+            self.hold(task)
+        if event is not None:
+            event.set()
+
     def _time_is_up(self) -> None:
         for guard in list(self.guards):
             if not guard.task.done():
@@ -148,6 +191,11 @@ class ElectronGuard:
         self.stop, self.executor, self.task = stop, executor, task
         self.job_id = ""
         self.closed = False
+        self.interruptible = True
+        """Whether the server's stop may cancel the task now. A task group's task runs Covalent's own
+        code between ``send()`` and ``poll()`` (it records the nodes RUNNING): a cancel there would
+        end the task inside Covalent, with nobody to cancel the job. ``poll()`` checks the stop
+        before following instead."""
 
     @property
     def stopping(self) -> bool:
@@ -170,9 +218,10 @@ class ElectronGuard:
         if self.closed or self.task is None or self.task.done():
             return
         self.stop.hold(self.task)
-        if self.job_id:
+        if self.job_id and self.interruptible:
             self.task.cancel("the Covalent server is stopping")
-        # Not submitted yet: ``submitted()`` ends it the moment its job exists.
+        # Not submitted yet: ``submitted()`` ends it the moment its job exists. Between a group's
+        # ``send()`` and ``poll()``: ``poll()`` ends it before following.
 
     def cancelled(self, job_id: str) -> TaskCancelledError:
         """The error that ends the node CANCELLED when the server stops, with a note on its stderr."""
@@ -240,6 +289,16 @@ def electron_started(executor: Any) -> ElectronGuard:
     return guard
 
 
+def received(key: Any) -> None:
+    """``receive()`` of a task group cancelled by the server's stop has begun (``ServerStop.received``)."""
+    try:
+        stop = _stops.get(asyncio.get_running_loop())
+    except RuntimeError:
+        return
+    if stop is not None and stop.stopping:
+        stop.received(key)
+
+
 def keeps_job(executor: Any) -> bool:
     """Whether ``cancel()`` must leave the job alone: the server is stopping and the electron asked
     to keep its job (Covalent's own shutdown cancels every running node through ``cancel()``)."""
@@ -276,6 +335,7 @@ async def log_orphans(target: aws.AWSTarget) -> list:
 
     from byoc_executor import rescue
     from byoc_executor.byoc import server_identity
+    from byoc_executor.pipeline import job_label
 
     identity = server_identity()
     started = psutil.Process().create_time()
@@ -292,6 +352,7 @@ async def log_orphans(target: aws.AWSTarget) -> list:
                 "%s job %s (dispatch %s, node %s) was started by an earlier process of this Covalent server (%s) and is "
                 "still %s with nobody following it: collect its value with `byoc-executor result %s` once it ends, "
                 "or stop it with `byoc-executor cancel %s`",
-                job.service, job.job_id, job.dispatch, job.node, identity, job.raw_status, job.job_id, job.job_id,
+                job.service, job_label(job.job_name, job.job_id), job.dispatch, job.node, identity, job.raw_status,
+                job.job_id, job.job_id,
             )
     return found

@@ -33,7 +33,7 @@ from tests.rescue_support import CANCELLED, ENDED, RUNNING, cli, jobs_json, stat
 pytestmark = pytest.mark.covalent
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
-CANCEL_BOUND = 10.0  # seconds from the signal to the job CANCELLED/Stopped (measured: 0.4-0.6 s)
+CANCEL_BOUND = 30.0  # seconds from the signal to the job CANCELLED/Stopped (measured: 0.4-0.6 s; a bound for a loaded machine)
 
 
 class QuantumError(Exception):
