@@ -11,8 +11,7 @@ profile). A :class:`PrefixWatch` keeps the jobs (:class:`ArchiveWatcher`) waitin
 the prefix when the earliest of them is due; every watcher learns from every listing, and each
 one's next check comes its own pause after the latest listing. A watcher's pause starts at
 ``FIRST_CHECK``, grows by ``BACKOFF`` to ``MAX_PAUSE``, then to ``AGE_SHARE`` of the time it has
-been watching (a job that has run for an hour may be noticed a few seconds late), never past the
-executor's ``poll_freq``. With one job the requests are those of one HeadObject per check; with
+been watching, never past ``WATCH_MAX_PAUSE`` (2 s) or the executor's ``poll_freq``. With one job the requests are those of one HeadObject per check; with
 many, the group is checked as often as its most impatient member, at the cost of one job.
 
 A failed check finds nothing and costs the watchers nothing but time: the watch goes on, and their
@@ -41,6 +40,12 @@ FIRST_CHECK = 0.5  # seconds from the start of watching (the job seen running) t
 BACKOFF = 1.5
 MAX_PAUSE = 0.6  # the longest pause between two checks of a young job (under 12 s: past that, AGE_SHARE rules)
 AGE_SHARE = 0.05  # past MAX_PAUSE, the pause grows to this share of the job's time watched
+WATCH_MAX_PAUSE = 2.0
+"""The longest pause between two checks (or ``poll_freq``, if shorter). Every second a finished job's
+end goes unseen delays what depends on it, and a warm pool or the next job waits; a listing costs
+$0.005 per 1,000 (S3 Standard LIST requests, us-east-1 list price), so one every 2 s is under a
+cent an hour for a whole dispatch. (It was ``poll_freq``: 10 s by default, which only loopback CPU
+justified; the AWS-profile benchmark, ``bench/aws_workflows.py``, measured what it cost.)"""
 _DENIED = {"AccessDenied", "AllAccessDisabled"}
 
 
@@ -53,7 +58,7 @@ class ArchiveWatcher:
         self._group = group
         self._since = now
         self._pause = FIRST_CHECK
-        self._cap = max(poll_freq, MAX_PAUSE)
+        self._cap = max(min(poll_freq, WATCH_MAX_PAUSE), MAX_PAUSE)
         self.due = now + FIRST_CHECK
 
     def checked(self, now: float) -> None:

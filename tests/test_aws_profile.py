@@ -294,6 +294,7 @@ async def test_electrons_at_once_all_come_back_through_throttling_and_a_full_ins
     spans = [(j["started"], j["ended"]) for j in jobs[before:]]
     assert max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans) <= 2
     assert all(j["billed_instance_seconds"] > 0 for j in jobs[before:])
+    assert all(j["end_seen"] is not None and j["end_seen"] >= j["ended"] for j in jobs[before:])  # each end seen, after it
 
 
 async def execute_at_once(executors: list, fn) -> list[tuple]:

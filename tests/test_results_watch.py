@@ -111,7 +111,7 @@ async def test_a_listing_that_fails_finds_nothing_and_says_so(emulator: Emulator
     assert len(warnings) == 1 and "NoSuchBucket" in warnings[0], warnings  # warned once, then quiet
 
 
-def test_pauses_grow_to_max_pause_then_with_age_never_past_poll_freq(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pauses_grow_to_max_pause_then_with_age_never_past_two_seconds_or_poll_freq(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(results_watch.random, "uniform", lambda a, b: 1.0)
     group = results_watch.PrefixWatch(object(), "b", "p/")
     watcher = results_watch.ArchiveWatcher(group, "p/k", poll_freq=10.0, now=0.0)
@@ -128,14 +128,18 @@ def test_pauses_grow_to_max_pause_then_with_age_never_past_poll_freq(monkeypatch
         expected.append(round(pause, 4))
     assert pauses == expected  # growing by BACKOFF, while young at most MAX_PAUSE
     assert pauses[-1] == results_watch.MAX_PAUSE
-    watcher.checked(100.0)  # watched for 100 s: 5% of it
-    assert watcher.due - 100.0 == pytest.approx(results_watch.MAX_PAUSE * results_watch.BACKOFF)
+    watcher.checked(30.0)  # watched for 30 s: 5% of it
+    assert watcher.due - 30.0 == pytest.approx(results_watch.MAX_PAUSE * results_watch.BACKOFF)
     for _ in range(10):
-        watcher.checked(100.0)
-    assert watcher.due - 100.0 == pytest.approx(results_watch.AGE_SHARE * 100.0)  # grown to 5% of the age
+        watcher.checked(30.0)
+    assert watcher.due - 30.0 == pytest.approx(results_watch.AGE_SHARE * 30.0)  # grown to 5% of the age
     for _ in range(20):
         watcher.checked(1000.0)
-    assert watcher.due - 1000.0 == pytest.approx(10.0)  # capped by poll_freq
+    assert watcher.due - 1000.0 == pytest.approx(results_watch.WATCH_MAX_PAUSE)  # an old job's end: seen within 2 s
+    slow = results_watch.ArchiveWatcher(group, "p/k2", poll_freq=1.0, now=0.0)
+    for _ in range(20):
+        slow.checked(1000.0)
+    assert slow.due - 1000.0 == pytest.approx(1.0)  # a shorter poll_freq caps it too
 
 
 async def test_where_listing_is_denied_each_archive_is_asked_about(emulator: Emulator, s3, caplog: pytest.LogCaptureFixture) -> None:

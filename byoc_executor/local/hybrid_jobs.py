@@ -330,7 +330,10 @@ class BraketApi:
         validation.validate_input(SERVICE, "GetJob", {"jobArn": job_arn_value, "additionalAttributeNames": list(attributes)})
         job = self._find(job_arn_value, region)
         position = self.queue_position(job) if "QueueInfo" in attributes else 1
-        return job.describe(tuple(attributes), position)
+        ended = job.ended  # before the answer is made: it shows at least this
+        answer = job.describe(tuple(attributes), position)
+        job.described(ended)
+        return answer
 
     def queue_position(self, job: HybridJob) -> int:
         """``job``'s place in the jobs queue: its rank among the QUEUED jobs of the same device in

@@ -68,6 +68,9 @@ class JobRun:
         self.started_at: float | None = None
         self.ended_at: float | None = None
         self.artifacts_uploaded = False
+        self.end_seen_at: float | None = None
+        """When a client's Get/Describe first answered the job's terminal status (the usage report's
+        measure of how late a follower learns of the end)."""
         self.warm_start = False
         """True when the job reuses a warm pool: no instance to provision, so no Starting delay."""
         self.attempts = 0
@@ -498,6 +501,12 @@ class JobRun:
         """The admin surface's view: name, service, status, pid."""
         raise NotImplementedError
 
+    def described(self, ended: bool) -> None:
+        """A client's Get/Describe was answered (``ended``: with a terminal status): note when one
+        first saw the job ended."""
+        if ended and self.end_seen_at is None:
+            self.end_seen_at = now()
+
     def hidden(self) -> bool:
         """Whether the job is still inside the not-found window after its creation (eventual consistency)."""
         return now() - self.created_at < self.context.timing.not_found_window
@@ -511,7 +520,7 @@ class JobRun:
         return {
             "name": self.name, "service": self.service, "arn": self.arn,
             "instance_type": self.instance_type(), "instance_count": self.instance_count(),
-            "created": self.created_at, "started": self.started_at, "ended": self.ended_at,
+            "created": self.created_at, "started": self.started_at, "ended": self.ended_at, "end_seen": self.end_seen_at,
             "ending": self.ending.value if self.ending else None, "warm_start": self.warm_start,
             "billed_instance_seconds": billed,
         }

@@ -350,7 +350,11 @@ class SageMakerApi:
             ValidationError: a malformed name.
             ApiError: ValidationException "Requested resource not found." for an unknown name.
         """
-        return self._find("DescribeTrainingJob", body, region).describe()
+        job = self._find("DescribeTrainingJob", body, region)
+        ended = job.ended  # before the answer is made: it shows at least this
+        answer = job.describe()
+        job.described(ended)
+        return answer
 
     def stop_training_job(self, body: dict, region: str | None = None) -> dict:
         """StopTrainingJob: SIGTERM, SIGKILL after the grace period, then Stopped.
