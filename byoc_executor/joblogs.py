@@ -24,7 +24,13 @@ log = logging.getLogger(__name__)
 MAX_PAGES_PER_POLL = 50  # a bound on one poll's work; the next poll carries on from the token
 FINAL_ATTEMPTS = 6  # reads of the logs after the job ended, while the Logs API throttles
 THROTTLED = {"ThrottlingException", "Throttling", "TooManyRequestsException"}
-STREAM_REFRESH = 30.0  # seconds between two listings of the job's streams, once one is known
+# DescribeLogStreams allows 5 requests per second per account (CloudWatch Logs quotas), shared by
+# every job followed: 256 electrons at once listed their streams every 30 s and reached it
+# (bench/aws_workflows.py). Streams are listed again every STREAM_REFRESH once one is known (a spot
+# restart or another host adds one; the read after the end always lists), at most every
+# EMPTY_RELIST while none is (the job's container has not started logging).
+STREAM_REFRESH = 120.0
+EMPTY_RELIST = 10.0
 KEPT_LINES = 2000  # what a failed node's stderr gets at most
 # CloudWatch Logs makes events readable seconds after they were written (the Braket SDK's log
 # tailer reads once more after a job's end for that reason). settle() reads until the streams have
@@ -56,7 +62,8 @@ class LogFollower:
         for attempt in range(FINAL_ATTEMPTS if final else 1):
             try:
                 now = clock.now()
-                if final or not self._streams_known or now - self._listed_at > STREAM_REFRESH:
+                since = now - self._listed_at
+                if final or since > (STREAM_REFRESH if self._streams_known else EMPTY_RELIST):
                     self._streams_known, self._listed_at = await self._streams(), now
                 for stream in self._streams_known:
                     await self._read(stream, new)
