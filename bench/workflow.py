@@ -161,12 +161,13 @@ def job_timeline(sagemaker: Any, name: str) -> dict[str, float]:
 class EmulatorProcess:
     """``python -m byoc_executor.cli local`` in its own session; stopped by :meth:`stop`."""
 
-    def __init__(self, home: Path, phase_delay: float):
+    def __init__(self, home: Path, phase_delay: float, extra_args: tuple[str, ...] = ()):
+        """``extra_args``: more ``byoc-executor local`` options (e.g. ``--profile aws --time-scale 60``)."""
         self.log_path = home / "emulator.log"
         with open(self.log_path, "wb") as log:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "byoc_executor.cli", "local", "--port", "0", "--root", str(home / "jobs"),
-                 "--phase-delay", str(phase_delay), "--kill-grace", "1"],
+                 "--phase-delay", str(phase_delay), "--kill-grace", "1", *extra_args],
                 stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, text=True, start_new_session=True,
             )
         line = self.proc.stdout.readline()
