@@ -149,7 +149,8 @@ class BYOCExecutor(AsyncBaseExecutor):
             if await self._cancel_requested_if_answered():
                 raise TaskCancelledError(f"node {node_id} was cancelled before its job was submitted")
             encoded = await asyncio.to_thread(codec.encode_task, function, args, kwargs)
-            job = await pipeline.launch(settings, dispatch_id, node_id, encoded, say=_Electron(self).progress)
+            electron = _Electron(self)
+            job = await pipeline.launch(settings, dispatch_id, node_id, encoded, say=electron.progress, node=electron)
             stop.submitted(job.job_id)  # a stop that came meanwhile ends the electron now
             self._record_handle(job.handle)
             logs = pipeline.log_follower(job)
@@ -262,7 +263,10 @@ class BYOCExecutor(AsyncBaseExecutor):
             raise TaskCancelledError(f"task group {group_id} was cancelled before its job was submitted")
         encoded = await asyncio.to_thread(codec.encode_group, dispatch_id, tasks, inputs)
         try:
-            job = await pipeline.launch(settings, dispatch_id, group_id, encoded)
+            job = await pipeline.launch(settings, dispatch_id, group_id, encoded, node=_Electron(self))
+        except Cancelled as e:  # cancelled while its job waited for the instance quota: no job exists
+            stop.close()
+            raise TaskCancelledError(str(e)) from e
         except BaseException:
             stop.close()
             raise

@@ -31,7 +31,7 @@ from covalent._shared_files.config import get_config
 from byoc_executor import aws, clock, codec, policy, storage
 from byoc_executor.container import byoc_entry as contract
 from byoc_executor.errors import BYOCError
-from byoc_executor.follow import JobFollower, Node
+from byoc_executor.follow import Cancelled, JobFollower, Node
 from byoc_executor.joblogs import LogFollower
 from byoc_executor.services import JobService, JobStatus, StagedTask, stage
 from byoc_executor.services.braket import BraketJobs, create_job_request
@@ -83,11 +83,13 @@ async def check_settings(settings: Settings) -> None:
 async def launch(
     settings: Settings, dispatch_id: str, node_id: int | str, encoded: codec.EncodedTask,
     say: Callable[[str], None] | None = None,
+    node: Node | None = None,
 ) -> Job:
     """Stage, upload and submit; returns the job. A failure before the submit leaves no job.
 
     Args:
         say: where the node's ``[byoc]`` lines go (a wait for capacity is reported there).
+        node: the electron, asked whether Covalent cancelled it while a create waits for capacity.
 
     Raises:
         BYOCError, BotoCoreError, OSError: what the policy does not wait out, or a bucket missing.
@@ -103,7 +105,7 @@ async def launch(
     if settings.service == "braket":
         await storage.put_bytes(s3, staged.source, source_archive(), staged.object_tags, settings.kms_key_id)
     await discard(encoded)  # the payload is in S3 now: its spill file, if any, is not needed
-    job_id = await _submit(service, request, settings, say or (lambda line: None))
+    job_id = await _submit(service, request, settings, say or (lambda line: None), node)
     _holding[_capacity_key(settings)] += 1  # until pipeline.follow sees it end
     region = await clients.region(target)
     logs = await clients.client("logs", target)
@@ -296,7 +298,9 @@ def _capacity_key(settings: Settings) -> tuple[str, str]:
     return settings.service, settings.instance_type
 
 
-async def _submit(service: JobService, request: dict[str, Any], settings: Settings, say: Callable[[str], None]) -> str:
+async def _submit(
+    service: JobService, request: dict[str, Any], settings: Settings, say: Callable[[str], None], node: Node | None = None,
+) -> str:
     """Create the job, retrying what the policy calls transient: the create is idempotent (Braket's
     clientToken, SageMaker's name), so a retry whose first attempt took effect adopts that job.
 
@@ -328,12 +332,21 @@ async def _submit(service: JobService, request: dict[str, Any], settings: Settin
                     )
                 await clock.sleep(pause)
                 pause = min(pause * 2, 60.0)
+                if node is not None and await _asked_to_cancel(node):
+                    raise Cancelled(f"the node was cancelled while its job waited for the {settings.instance_type} quota; no job was created")
                 continue
             if verdict is not policy.Verdict.TRANSIENT or clock.now() + pause > give_up:
                 raise
             log.warning("creating the job failed (%s); retrying in %.0f s", policy.describe(e), pause)
             await clock.sleep(pause)
             pause = min(pause * 2, 60.0)
+
+
+async def _asked_to_cancel(node: Node) -> bool:
+    try:
+        return await node.cancel_requested()
+    except (BYOCError, BotoCoreError, OSError, asyncio.TimeoutError, RuntimeError):
+        return False  # a slow dispatcher: asked again at the next pause
 
 
 class InstanceQuotaError(BYOCError):

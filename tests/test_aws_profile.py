@@ -366,3 +366,35 @@ async def test_without_settling_the_late_last_lines_are_lost(lagging_emulator: E
     _, _, stderr, status, _ = await execute(ex, last_words_then_crash)
     assert status == RESULT_STATUS.FAILED
     assert "the solver diverged at step 7" not in stderr
+
+
+async def test_a_node_cancelled_while_waiting_for_the_quota_creates_no_job(tmp_path, scaled_clock: None) -> None:
+    """One electron holds the quota's one instance; a second waits for it and is cancelled meanwhile."""
+    with Emulator(root=tmp_path, profile=AwsProfile(time_scale=SCALE, instance_quota=1), kill_grace=1.0) as em:
+        no_retry(em.url, "s3").create_bucket(Bucket="job-artifacts")
+        holder, waiter = (executor(em, "sagemaker", s3_bucket_name="job-artifacts", max_runtime=7200) for _ in range(2))
+        listeners = [Listener(holder), Listener(waiter)]
+        dispatch_id = str(uuid.uuid4())
+
+        def run(ex, fn, arg, node_id):
+            return ex.execute(partial(wrapper_fn, TransportableObject(fn), [], []), [TransportableObject(arg)], {}, dispatch_id, "/tmp", node_id)
+
+        async def wait_then_cancel():
+            while not any(j["status"] == "InProgress" for j in em.jobs()):  # the holder's job has the instance
+                await asyncio.sleep(0.05)
+            waiting = asyncio.create_task(run(waiter, triple, 5, 1))
+            await asyncio.sleep(1.5)  # refused by now, and waiting
+            listeners[1].cancel_requested = True
+            return await waiting
+
+        try:
+            held, waited = await asyncio.gather(run(holder, sleep_long, 4, 0), wait_then_cancel())
+        finally:
+            for listener in listeners:
+                await listener.close()
+            await pipeline.settle_background()
+            await aws.close_clients()
+        assert held[3] == RESULT_STATUS.COMPLETED, held[2]
+        assert waited[3] == RESULT_STATUS.CANCELLED, waited[2]
+        assert "quota is in use" in waited[2]
+        assert len(em.jobs()) == 1  # the cancelled node never got a job
