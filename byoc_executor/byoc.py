@@ -263,7 +263,8 @@ class BYOCExecutor(AsyncBaseExecutor):
             raise TaskCancelledError(f"task group {group_id} was cancelled before its job was submitted")
         encoded = await asyncio.to_thread(codec.encode_group, dispatch_id, tasks, inputs)
         try:
-            job = await pipeline.launch(settings, dispatch_id, group_id, encoded, node=_Electron(self))
+            said: list[str] = []  # [byoc] lines of the launch (a wait for the quota), shown with the group's
+            job = await pipeline.launch(settings, dispatch_id, group_id, encoded, say=said.append, node=_Electron(self))
         except Cancelled as e:  # cancelled while its job waited for the instance quota: no job exists
             stop.close()
             raise TaskCancelledError(str(e)) from e
@@ -282,7 +283,7 @@ class BYOCExecutor(AsyncBaseExecutor):
             pass
         stop.interruptible = False  # Covalent's own code runs until poll(), which checks the stop first
         self._record_handle(job.handle)
-        return {"mode": "job", "job": job, "nodes": [t["node_id"] for t in tasks]}
+        return {"mode": "job", "job": job, "nodes": [t["node_id"] for t in tasks], "said": said}
 
     async def poll(self, task_group_metadata: dict, data: dict) -> dict:
         """Follow the group's job to its end. Returns what ``receive()`` needs.
@@ -293,7 +294,7 @@ class BYOCExecutor(AsyncBaseExecutor):
         if data.get("mode") != "job":
             return data
         job: pipeline.Job = data["job"]
-        lines: list[str] = []
+        lines: list[str] = list(data.get("said", []))
         node = _Electron(self, lines.append)
         logs = pipeline.log_follower(job)
         stop = self.__dict__.get("_byoc_stop") or server_stop.electron_started(self)

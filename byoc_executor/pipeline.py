@@ -16,6 +16,7 @@ import hashlib
 import io
 import logging
 import os
+import random
 import socket
 import tarfile
 import tempfile
@@ -105,10 +106,13 @@ async def launch(
     if settings.service == "braket":
         await storage.put_bytes(s3, staged.source, source_archive(), staged.object_tags, settings.kms_key_id)
     await discard(encoded)  # the payload is in S3 now: its spill file, if any, is not needed
-    job_id = await _submit(service, request, settings, say or (lambda line: None), node)
-    _holding[_capacity_key(settings)] += 1  # until pipeline.follow sees it end
-    region = await clients.region(target)
-    logs = await clients.client("logs", target)
+    job_id = await _submit(service, request, settings, say or (lambda line: None), node)  # counted in _holding
+    try:
+        region = await clients.region(target)
+        logs = await clients.client("logs", target)
+    except BaseException:
+        _release(settings)  # no follower will: the electron ends here
+        raise
     log.info("%s:%s submitted as %s job %s", dispatch_id, node_id, settings.service, job_id)
     return Job(settings, staged, service, s3, logs, job_id, region, encoded.result_key, target)
 
@@ -136,8 +140,7 @@ async def follow(job: Job, node: Node, logs: LogFollower) -> JobStatus:
     try:
         return await JobFollower(job.service, job.job_id, job.settings, node, logs, job.s3, job.staged.dispatch_prefix).follow()
     finally:
-        key = _capacity_key(job.settings)
-        _holding[key] = max(0, _holding[key] - 1)
+        _release(job.settings)
 
 
 async def fetch_outcome(job: Job, status: JobStatus) -> codec.JobOutcome:
@@ -289,13 +292,26 @@ async def _check_bucket(s3: Any, target: aws.AWSTarget, bucket: str) -> None:
     _buckets_seen[key] = time.monotonic()
 
 
-_holding: collections.Counter[tuple[str, str]] = collections.Counter()
-"""Jobs this process submitted and has not yet seen end, by (service, instance type): the share of
-the account's instance quota that will come back to this server's electrons."""
+_holding: collections.Counter[tuple[Any, str, str]] = collections.Counter()
+"""Jobs this process created and has not yet seen end, by (AWS target, service, instance type): the
+share of the account's instance quota that will come back to this server's electrons."""
+_in_flight: collections.Counter[tuple[Any, str, str]] = collections.Counter()
+"""Creates being answered right now, by the same key: one of them may have just taken the quota."""
+INCONCLUSIVE_TRIES = 3
+"""Refusals a create takes, while only other creates in flight (no job of this server) could hold
+the quota, before it concludes that nothing here will free it (a quota of 0, or other users' jobs)."""
 
 
-def _capacity_key(settings: Settings) -> tuple[str, str]:
-    return settings.service, settings.instance_type
+def _capacity_key(settings: Settings) -> tuple[Any, str, str]:
+    # Braket's ServiceQuotaExceededException may be its concurrent-jobs quota, not a per-type one:
+    # any of this server's Braket jobs in the region frees some of it.
+    kind = settings.instance_type if settings.service == "sagemaker" else "any"
+    return aws.AWSTarget.of(settings), settings.service, kind
+
+
+def _release(settings: Settings) -> None:
+    key = _capacity_key(settings)
+    _holding[key] = max(0, _holding[key] - 1)
 
 
 async def _submit(
@@ -308,38 +324,57 @@ async def _submit(
     own jobs of the same kind to end (the policy's CAPACITY; at most ``queue_timeout``); with
     none running, nothing here frees the quota, and the refusal says how to raise it.
     """
+    from byoc_executor import server_stop  # (it imports this module's neighbours lazily)
+
+    key = _capacity_key(settings)
     give_up = clock.now() + SUBMIT_RETRY_FOR
     capacity_until = clock.now() + settings.effective_queue_timeout
-    pause = 1.0
+    pause = capacity_pause = 1.0
     waited_since: float | None = None
+    inconclusive = 0
     while True:
+        _in_flight[key] += 1
         try:
             job_id = await service.submit(request)
-            if waited_since is not None:
-                say(f"{settings.service} job submitted after waiting {clock.now() - waited_since:.0f} s for the instance quota")
-            return job_id
-        except (BYOCError, BotoCoreError, OSError, asyncio.TimeoutError) as e:
+        except BaseException as e:
+            _in_flight[key] -= 1
+            if not isinstance(e, (BYOCError, BotoCoreError, OSError, asyncio.TimeoutError)):
+                raise
             verdict = policy.classify(e)
             if verdict is policy.Verdict.CAPACITY:
-                if not _holding[_capacity_key(settings)] or clock.now() + pause > capacity_until:
+                # Only this server's running jobs are sure to free the quota; another create in flight
+                # may just have taken it (worth a few more tries, never a long wait).
+                inconclusive = 0 if _holding[key] else inconclusive + 1
+                hopeless = not _holding[key] and (not _in_flight[key] or inconclusive > INCONCLUSIVE_TRIES)
+                if hopeless or clock.now() + capacity_pause > capacity_until:
                     raise InstanceQuotaError(settings, e, waited=waited_since is not None) from e
                 if waited_since is None:
                     waited_since = clock.now()
                     say(
                         f"the account's {settings.instance_type} quota is in use ({policy.describe(e)}); waiting for one "
-                        f"of this server's {_holding[_capacity_key(settings)]} running {settings.service} jobs to end "
+                        f"of this server's {_holding[key]} {settings.service} jobs to end "
                         f"(at most queue_timeout = {settings.effective_queue_timeout} s)"
                     )
-                await clock.sleep(pause)
-                pause = min(pause * 2, 60.0)
+                # Jittered, so that waiters that started together do not all ask again at once.
+                await clock.sleep(capacity_pause * random.uniform(0.5, 1.0))
+                capacity_pause = min(capacity_pause * 2, 60.0)
+                give_up, pause = clock.now() + SUBMIT_RETRY_FOR, 1.0  # a transient error afterwards gets its full retries
+                if server_stop.stopping_now():
+                    raise Cancelled("the Covalent server is stopping; the job waited for the instance quota and was never created") from e
                 if node is not None and await _asked_to_cancel(node):
-                    raise Cancelled(f"the node was cancelled while its job waited for the {settings.instance_type} quota; no job was created")
+                    raise Cancelled(f"the node was cancelled while its job waited for the {settings.instance_type} quota; no job was created") from e
                 continue
             if verdict is not policy.Verdict.TRANSIENT or clock.now() + pause > give_up:
                 raise
             log.warning("creating the job failed (%s); retrying in %.0f s", policy.describe(e), pause)
             await clock.sleep(pause)
             pause = min(pause * 2, 60.0)
+            continue
+        _holding[key] += 1  # until pipeline.follow sees the job end (same turn of the loop: no gap)
+        _in_flight[key] -= 1
+        if waited_since is not None:
+            say(f"{settings.service} job submitted after waiting {clock.now() - waited_since:.0f} s for the instance quota")
+        return job_id
 
 
 async def _asked_to_cancel(node: Node) -> bool:

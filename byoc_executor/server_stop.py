@@ -299,6 +299,15 @@ def received(key: Any) -> None:
         stop.received(key)
 
 
+def stopping_now() -> bool:
+    """Whether the Covalent server running this loop got an exit signal."""
+    try:
+        stop = _stops.get(asyncio.get_running_loop())
+    except RuntimeError:
+        return False
+    return stop is not None and stop.stopping
+
+
 def keeps_job(executor: Any) -> bool:
     """Whether ``cancel()`` must leave the job alone: the server is stopping and the electron asked
     to keep its job (Covalent's own shutdown cancels every running node through ``cancel()``)."""
