@@ -66,6 +66,17 @@ def emulator(byoc_emulator):
     return byoc_emulator
 
 
+@pytest.fixture(scope="module")
+def slow_queue(tmp_path_factory: pytest.TempPathFactory):
+    """An emulator whose jobs wait 20 s in each phase before they run (a long queue); one per module."""
+    from byoc_executor.local import Emulator
+    from byoc_executor.local.pytest_plugin import emulator_client
+
+    with Emulator(root=tmp_path_factory.mktemp("slow-queue"), phase_delay=20.0, kill_grace=1.0) as em:
+        emulator_client(em, "s3").create_bucket(Bucket=BUCKET)
+        yield em
+
+
 @pytest.fixture(scope="session")
 def bucket(emulator) -> str:
     return BUCKET

@@ -10,14 +10,18 @@ import hashlib
 import io
 import os
 import sys
+import json
 import tarfile
+import threading
 import time
+import urllib.parse
 import uuid
 from typing import Any, Callable
 
 import boto3
 import botocore.config
 import cloudpickle
+from werkzeug.wrappers import Response
 
 from byoc_executor.container import byoc_entry
 
@@ -246,3 +250,62 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         time.sleep(0.03)
+
+
+# --- what clients asked of the job APIs (request hooks) -------------------------------------------------
+
+CREATE = {"braket": "CreateJob", "sagemaker": "CreateTrainingJob"}
+DESCRIBE = {"braket": "GetJob", "sagemaker": "DescribeTrainingJob"}
+STOP = {"braket": "CancelJob", "sagemaker": "StopTrainingJob"}
+
+
+def not_found(service: str) -> Response:
+    """What each API answers for a job that does not exist (botocore models: Braket's
+    ResourceNotFoundException is a 404; SageMaker answers DescribeTrainingJob with a ValidationException)."""
+    if service == "braket":
+        response = Response(json.dumps({"message": "Job not found."}), status=404, content_type="application/json")
+        response.headers["x-amzn-ErrorType"] = "ResourceNotFoundException"
+        return response
+    body = {"__type": "ValidationException", "message": "Requested resource not found."}
+    return Response(json.dumps(body), status=400, content_type="application/x-amz-json-1.1")
+
+
+def job_of(call: Any) -> str:
+    """The job a job-API request is about: a Braket job's ARN (from the path), else the name in the body."""
+    if call.service == "braket" and call.operation in ("GetJob", "CancelJob"):
+        return urllib.parse.unquote(call.request.path.removeprefix("/job/").removesuffix("/cancel"))
+    if call.operation in (*CREATE.values(), "DescribeTrainingJob", "StopTrainingJob"):
+        data = call.request.get_data(cache=True)
+        call.request.environ["wsgi.input"] = io.BytesIO(data)  # the service reads the body again
+        body = json.loads(data or b"{}")
+        return body.get("jobName") or body.get("TrainingJobName") or ""
+    return ""
+
+
+class Calls:
+    """A request hook that records (service, operation, job name or ARN, time) and answers nothing."""
+
+    def __init__(self, emulator: Any):
+        self.seen: list[tuple[str, str, str, float]] = []
+        self._emulator = emulator
+        self._lock = threading.Lock()
+
+    def __call__(self, call: Any) -> None:
+        with self._lock:
+            self.seen.append((call.service, call.operation, job_of(call), time.monotonic()))
+        return None
+
+    def __enter__(self) -> "Calls":
+        self._emulator.request_hooks.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._emulator.request_hooks.remove(self)
+
+    def of(self, operation: str, job: str | None = None) -> list[float]:
+        """When ``operation`` was asked (of ``job``, if given)."""
+        with self._lock:
+            return [at for _, op, name, at in self.seen if op == operation and (job is None or name == job)]
+
+    def count(self, operation: str) -> int:
+        return len(self.of(operation))

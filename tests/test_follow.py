@@ -10,7 +10,6 @@ job list), never from the executor.
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 import time
 from pathlib import Path
@@ -19,20 +18,17 @@ import botocore.exceptions
 import cloudpickle
 import pytest
 from covalent._shared_files.util_classes import RESULT_STATUS
-from werkzeug.wrappers import Response
 
 from byoc_executor import aws, policy
 from byoc_executor.errors import AccessDeniedError, AWSError, ResourceNotFoundError, ThrottledError
 from byoc_executor.local import Emulator
 from byoc_executor.local.faults import FaultPlan, FaultRule
 from byoc_executor.local.pytest_plugin import emulator_client
-from tests.conftest import BUCKET
+from tests.emulator_helpers import DESCRIBE, STOP, Calls, not_found
 from tests.test_executor_emulator import execute, executor
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 SERVICES = ["braket", "sagemaker"]
-DESCRIBE = {"braket": "GetJob", "sagemaker": "DescribeTrainingJob"}
-STOP = {"braket": "CancelJob", "sagemaker": "StopTrainingJob"}
 
 
 def nap_then_square(x: int, seconds: float) -> int:
@@ -74,40 +70,8 @@ def test_readme_has_the_policy_table() -> None:
 # --- helpers ------------------------------------------------------------------------------------------------
 
 
-class Calls:
-    """Records the operations clients sent to the emulator (a request hook: it answers nothing)."""
-
-    def __init__(self, emulator: Emulator):
-        self.seen: list[tuple[str, float]] = []
-        self._emulator = emulator
-
-    def __call__(self, call) -> None:
-        self.seen.append((call.operation, time.monotonic()))
-        return None
-
-    def __enter__(self) -> "Calls":
-        self._emulator.request_hooks.append(self)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._emulator.request_hooks.remove(self)
-
-    def count(self, operation: str) -> int:
-        return sum(1 for op, _ in self.seen if op == operation)
-
-
 def job_status(emulator: Emulator, name: str) -> str:
     return next(j["status"] for j in emulator.jobs() if j["name"] == name)
-
-
-def not_found(service: str) -> Response:
-    """What each API answers for a job that does not exist."""
-    if service == "braket":
-        response = Response(json.dumps({"message": "Job not found."}), status=404, content_type="application/json")
-        response.headers["x-amzn-ErrorType"] = "ResourceNotFoundException"
-        return response
-    body = {"__type": "ValidationException", "message": "Requested resource not found."}
-    return Response(json.dumps(body), status=400, content_type="application/x-amz-json-1.1")
 
 
 @pytest.fixture(autouse=True)
@@ -222,14 +186,6 @@ async def test_not_found_right_after_create_is_waited_out(emulator: Emulator, se
 
 
 # --- deadlines ------------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def slow_queue(tmp_path_factory: pytest.TempPathFactory):
-    """An emulator whose jobs wait 20 s in each phase before they run (a long queue)."""
-    with Emulator(root=tmp_path_factory.mktemp("slow-queue"), phase_delay=20.0, kill_grace=1.0) as em:
-        emulator_client(em, "s3").create_bucket(Bucket=BUCKET)
-        yield em
 
 
 @pytest.mark.parametrize("service", SERVICES)

@@ -26,34 +26,26 @@ the nodes' stderr and the server's log, never from the executor:
 
 from __future__ import annotations
 
-import io
-import json
 import sqlite3
 import sys
-import threading
 import time
-import urllib.parse
 
 import cloudpickle
 import covalent as ct
 import pytest
-from werkzeug.wrappers import Response
 
 from byoc_executor import BYOCExecutor, policy
 from byoc_executor.local import Emulator
 from byoc_executor.local.covalent_server import CovalentServer
-from byoc_executor.local.pytest_plugin import emulator_client
 from byoc_executor.services import job_name
 from tests.conftest import BUCKET, IMAGE, ROLE
+from tests.emulator_helpers import CREATE, DESCRIBE, STOP, Calls, job_of, not_found
 from tests.rescue_support import CANCELLED, ENDED, RUNNING, status_of, wait_for
 
 pytestmark = pytest.mark.covalent
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 SERVICES = ["braket", "sagemaker"]
-DESCRIBE = {"braket": "GetJob", "sagemaker": "DescribeTrainingJob"}
-CREATE = {"braket": "CreateJob", "sagemaker": "CreateTrainingJob"}
-STOP = {"braket": "CancelJob", "sagemaker": "StopTrainingJob"}
 SCALE = 6.0  # the scaled server's executors: 6 s of their clock per wall second
 LOCK = 14.0  # seconds Covalent's database stays locked: two questions (one per task group) block 5 s each
 
@@ -70,54 +62,6 @@ def byoc(emulator: Emulator, service: str, **over) -> BYOCExecutor:
                     device="local:braket/braket_sv", poll_freq=1.0)
     settings.update(over)
     return BYOCExecutor(**settings)
-
-
-def not_found(service: str) -> Response:
-    """What each API answers for a job that does not exist (botocore models: Braket's
-    ResourceNotFoundException is a 404; SageMaker answers DescribeTrainingJob with a ValidationException)."""
-    if service == "braket":
-        response = Response(json.dumps({"message": "Job not found."}), status=404, content_type="application/json")
-        response.headers["x-amzn-ErrorType"] = "ResourceNotFoundException"
-        return response
-    body = {"__type": "ValidationException", "message": "Requested resource not found."}
-    return Response(json.dumps(body), status=400, content_type="application/x-amz-json-1.1")
-
-
-class Calls:
-    """A request hook that records (service, operation, job name or ARN, time) and answers nothing."""
-
-    def __init__(self, emulator: Emulator):
-        self.seen: list[tuple[str, str, str, float]] = []
-        self._emulator = emulator
-        self._lock = threading.Lock()
-
-    def __call__(self, call) -> None:
-        with self._lock:
-            self.seen.append((call.service, call.operation, job_of(call), time.monotonic()))
-        return None
-
-    def __enter__(self) -> "Calls":
-        self._emulator.request_hooks.append(self)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._emulator.request_hooks.remove(self)
-
-    def of(self, operation: str, job: str | None = None) -> list[float]:
-        with self._lock:
-            return [at for _, op, name, at in self.seen if op == operation and (job is None or name == job)]
-
-
-def job_of(call) -> str:
-    """The job a job-API request is about: a Braket job's ARN (from the path), else the name in the body."""
-    if call.service == "braket" and call.operation in ("GetJob", "CancelJob"):
-        return urllib.parse.unquote(call.request.path.removeprefix("/job/").removesuffix("/cancel"))
-    if call.operation in (*CREATE.values(), "DescribeTrainingJob", "StopTrainingJob"):
-        data = call.request.get_data(cache=True)
-        call.request.environ["wsgi.input"] = io.BytesIO(data)  # the service reads the body again
-        body = json.loads(data or b"{}")
-        return body.get("jobName") or body.get("TrainingJobName") or ""
-    return ""
 
 
 def arn_of(emulator: Emulator, name: str) -> str:
@@ -235,14 +179,6 @@ def test_a_job_deleted_behind_the_executors_back_ends_the_node_with_the_reason(
 
 
 # --- a job queued past queue_timeout ------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def slow_queue(tmp_path_factory: pytest.TempPathFactory):
-    """An emulator whose jobs wait 20 s in each phase before they run (a long queue)."""
-    with Emulator(root=tmp_path_factory.mktemp("slow-queue-server"), phase_delay=20.0, kill_grace=1.0) as em:
-        emulator_client(em, "s3").create_bucket(Bucket=BUCKET)
-        yield em
 
 
 @pytest.mark.parametrize("service", SERVICES)
