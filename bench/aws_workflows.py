@@ -72,7 +72,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shutil
 import signal
 import statistics
 import sys
@@ -87,7 +86,7 @@ import cloudpickle
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import workflow  # noqa: E402  (bench/workflow.py: the emulator process, the hermetic environment, clocks)
-from workflow import BUCKET, DUMMY_KEYS, IMAGE, ROLE, EmulatorProcess, epoch, hermetic_environment, process_age  # noqa: E402
+from workflow import BUCKET, DUMMY_KEYS, IMAGE, ROLE, EmulatorProcess, epoch, hermetic_environment, leave, process_age  # noqa: E402
 
 RESULT_TIMEOUT = 3600.0  # wall seconds a dispatch may take before the run gives up on it
 MAX_RUNTIME = 7200  # AWS seconds: at 60x a job process's own second of start-up is a minute
@@ -590,12 +589,7 @@ def main(args: argparse.Namespace) -> int:
                 skipped = [PACKING_SKIPPED] if wf.name != "big" and not any(spec.packing for spec in specs) else []
                 results[wf.name] = (wf, rows, skipped)
     finally:
-        if emulator is not None:
-            emulator.stop()
-        if args.keep:
-            print(f"files kept in {home}")
-        else:
-            shutil.rmtree(home, ignore_errors=True)
+        leave(emulator, home, args.keep)
     report(results, args, time.monotonic() - started)
     return 0
 

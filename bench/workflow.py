@@ -455,6 +455,16 @@ def report_trivial(byoc: Dispatch, local: Dispatch, args: argparse.Namespace, st
 # --- main ------------------------------------------------------------------------------------------------
 
 
+def leave(emulator: "EmulatorProcess | None", home: Path, keep: bool) -> None:
+    """Stop the emulator process, if one started, and remove the run's files unless ``keep``."""
+    if emulator is not None:
+        emulator.stop()
+    if keep:
+        print(f"files kept in {home}")
+    else:
+        shutil.rmtree(home, ignore_errors=True)
+
+
 def hermetic_environment(home: Path) -> None:
     """No AWS identity or config of the developer's, no metadata service; a private Covalent client."""
     from byoc_executor.local.covalent_server import isolate_client_config
@@ -531,12 +541,7 @@ def main(args: argparse.Namespace) -> int:
             chain_byoc = run_dispatch("BYOC", server, chain(byoc), (0, args.repeats), "inc", cpu, sagemaker)
             chain_local = run_dispatch("local", server, chain("local"), (0, args.repeats), "inc", cpu, None)
     finally:
-        if emulator is not None:
-            emulator.stop()
-        if args.keep:
-            print(f"files kept in {home}")
-        else:
-            shutil.rmtree(home, ignore_errors=True)
+        leave(emulator, home, args.keep)
 
     print(f"\nSageMaker jobs on the emulator (phase delay {args.phase_delay:g} s), poll_freq {args.poll_freq:g} s, "
           f"{CORES} cores; the Covalent server, the emulator and every job process share them.")

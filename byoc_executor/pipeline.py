@@ -32,7 +32,7 @@ from covalent._shared_files.config import get_config
 from byoc_executor import aws, clock, codec, policy, storage
 from byoc_executor.container import byoc_entry as contract
 from byoc_executor.errors import BYOCError
-from byoc_executor.follow import Cancelled, JobFollower, Node
+from byoc_executor.follow import CALL_ERRORS, Cancelled, JobFollower, Node
 from byoc_executor.joblogs import LogFollower
 from byoc_executor.services import JobService, JobStatus, StagedTask, stage
 from byoc_executor.services.braket import BraketJobs, create_job_request
@@ -380,7 +380,7 @@ async def _submit(
 async def _asked_to_cancel(node: Node) -> bool:
     try:
         return await node.cancel_requested()
-    except (BYOCError, BotoCoreError, OSError, asyncio.TimeoutError, RuntimeError):
+    except CALL_ERRORS:
         return False  # a slow dispatcher: asked again at the next pause
 
 

@@ -289,33 +289,31 @@ def electron_started(executor: Any) -> ElectronGuard:
     return guard
 
 
-def received(key: Any) -> None:
-    """``receive()`` of a task group cancelled by the server's stop has begun (``ServerStop.received``)."""
+def _stopping() -> "ServerStop | None":
+    """This loop's server stop, if the server got an exit signal (None outside a loop, or before)."""
     try:
         stop = _stops.get(asyncio.get_running_loop())
     except RuntimeError:
-        return
-    if stop is not None and stop.stopping:
+        return None
+    return stop if stop is not None and stop.stopping else None
+
+
+def received(key: Any) -> None:
+    """``receive()`` of a task group cancelled by the server's stop has begun (``ServerStop.received``)."""
+    stop = _stopping()
+    if stop is not None:
         stop.received(key)
 
 
 def stopping_now() -> bool:
     """Whether the Covalent server running this loop got an exit signal."""
-    try:
-        stop = _stops.get(asyncio.get_running_loop())
-    except RuntimeError:
-        return False
-    return stop is not None and stop.stopping
+    return _stopping() is not None
 
 
 def keeps_job(executor: Any) -> bool:
     """Whether ``cancel()`` must leave the job alone: the server is stopping and the electron asked
     to keep its job (Covalent's own shutdown cancels every running node through ``cancel()``)."""
-    try:
-        stop = _stops.get(asyncio.get_running_loop())
-    except RuntimeError:
-        return False
-    return stop is not None and stop.stopping and getattr(executor, "on_server_exit", "cancel") == "keep"
+    return stopping_now() and getattr(executor, "on_server_exit", "cancel") == "keep"
 
 
 # --- a new server: jobs of an earlier process of this server that nobody follows ------------------------

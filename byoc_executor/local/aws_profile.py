@@ -42,7 +42,7 @@ import collections
 import math
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from werkzeug.wrappers import Response
@@ -173,10 +173,6 @@ class AwsProfile:
             raise ValueError(f"time_scale must be above 0, not {self.time_scale}")
         if self.image_gb < 0:
             raise ValueError(f"image_gb must be 0 or more, not {self.image_gb}")
-
-    def scaled(self, time_scale: float) -> "AwsProfile":
-        """The same profile played ``time_scale`` times faster."""
-        return replace(self, time_scale=time_scale)
 
     def wall(self, aws_seconds: float) -> float:
         """Wall seconds for ``aws_seconds``."""
